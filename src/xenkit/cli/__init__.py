@@ -1,0 +1,1 @@
+"""The xenkit command line: thin wrappers that parse, call and render."""

@@ -1,0 +1,702 @@
+"""DISKSPEC strings, read exactly as Xen 4.17's xl reads them.
+
+xl hands each spec to ``xlu_disk_parse`` (``tools/libs/util/libxlu_disk_l.l``),
+a flex scanner whose rules overlap: the longest match wins, ties go to the
+earlier rule, and trailing context (``raw:/.*``) counts towards the length.
+Which rule fires decides what a spec means, so this module runs the same rule
+set under the same selection policy, byte by byte, instead of a friendlier
+grammar. The visible consequences are deliberate: ``foo=bar`` is reported as
+an unknown parameter near ``foo=b``, a lone trailing ``=`` is silently
+ignored, ``target=`` drops one trailing comma, and a ``=`` right before a
+newline jams the scanner.
+
+The record is ``libxl_device_disk`` as xl leaves it, and :meth:`DiskSpec.to_libxl`
+is what ``xl -N block-attach`` prints for it.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import overload
+
+from xenkit.core.errors import UsageError
+
+__all__ = [
+    "DiskBackend",
+    "DiskFormat",
+    "DiskSpec",
+    "DiskSpecError",
+    "DiskSpecification",
+    "parse_disk_spec",
+]
+
+_SOURCE = "command line"
+
+
+class DiskFormat(enum.Enum):
+    """``libxl_disk_format``; the value is libxl's JSON spelling."""
+
+    UNKNOWN = "unknown"
+    QCOW = "qcow"
+    QCOW2 = "qcow2"
+    VHD = "vhd"
+    RAW = "raw"
+    EMPTY = "empty"
+    QED = "qed"
+
+
+class DiskBackend(enum.Enum):
+    """``libxl_disk_backend``, chosen by ``backendtype=``."""
+
+    UNKNOWN = "unknown"
+    PHY = "phy"
+    TAP = "tap"
+    QDISK = "qdisk"
+    STANDALONE = "standalone"
+
+
+class DiskSpecification(enum.Enum):
+    """``libxl_disk_specification``, chosen by ``specification=``."""
+
+    UNKNOWN = "unknown"
+    XEN = "xen"
+    VIRTIO = "virtio"
+
+
+class DiskSpecError(UsageError):
+    """A DISKSPEC that xl rejects.
+
+    xl keeps scanning after the first complaint and prints every one, so all
+    of them are in ``messages``; ``message`` is the first, which is the one
+    that made the parse fail.
+    """
+
+    def __init__(
+        self,
+        messages: Sequence[str],
+        *,
+        reason: str,
+        near: str | None = None,
+        spec: str | None = None,
+    ) -> None:
+        super().__init__(messages[0])
+        self.messages = tuple(messages)
+        self.reason = reason
+        self.near = near
+        self.spec = spec
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSpec:
+    """``libxl_device_disk`` as ``xlu_disk_parse`` fills it.
+
+    Field names are libxl's: ``pdev_path`` is the target, ``readwrite`` the
+    access, ``backend_domname`` the ``backend=`` domain and ``backend`` the
+    ``backendtype=``. ``None`` means the C field was never set (a NULL string,
+    a defbool left at its default).
+    """
+
+    pdev_path: str | None = None
+    vdev: str | None = None
+    backend_domname: str | None = None
+    backend: DiskBackend = DiskBackend.UNKNOWN
+    format: DiskFormat = DiskFormat.RAW
+    script: str | None = None
+    removable: bool = False
+    readwrite: bool = True
+    is_cdrom: bool = False
+    direct_io_safe: bool = False
+    discard_enable: bool | None = None
+    specification: DiskSpecification = DiskSpecification.UNKNOWN
+    colo_enable: bool | None = None
+    colo_host: str | None = None
+    colo_port: int = 0
+    colo_export: str | None = None
+    active_disk: str | None = None
+    hidden_disk: str | None = None
+    trusted: bool | None = None
+
+    @property
+    def target(self) -> str | None:
+        return self.pdev_path
+
+    @property
+    def access(self) -> str:
+        return "rw" if self.readwrite else "ro"
+
+    def to_libxl(self) -> dict[str, object]:
+        """The object ``xl -N block-attach 0 SPEC`` prints after ``disk:``.
+
+        ``libxl_device_disk_gen_json`` walks the IDL fields in order and skips
+        each one still at its default: NULL strings (an empty string is
+        printed), zero integers, UNKNOWN enums and unset defbools.
+        """
+        out: dict[str, object] = {}
+        _put_str(out, "backend_domname", self.backend_domname)
+        _put_str(out, "pdev_path", self.pdev_path)
+        _put_str(out, "vdev", self.vdev)
+        if self.backend is not DiskBackend.UNKNOWN:
+            out["backend"] = self.backend.value
+        if self.format is not DiskFormat.UNKNOWN:
+            out["format"] = self.format.value
+        _put_str(out, "script", self.script)
+        for key, flag in (
+            ("removable", self.removable),
+            ("readwrite", self.readwrite),
+            ("is_cdrom", self.is_cdrom),
+        ):
+            if flag:
+                out[key] = 1
+        if self.direct_io_safe:
+            out["direct_io_safe"] = True
+        _put_defbool(out, "discard_enable", self.discard_enable)
+        if self.specification is not DiskSpecification.UNKNOWN:
+            out["specification"] = self.specification.value
+        _put_defbool(out, "colo_enable", self.colo_enable)
+        _put_str(out, "colo_host", self.colo_host)
+        if self.colo_port:
+            out["colo_port"] = self.colo_port
+        _put_str(out, "colo_export", self.colo_export)
+        _put_str(out, "active_disk", self.active_disk)
+        _put_str(out, "hidden_disk", self.hidden_disk)
+        _put_defbool(out, "trusted", self.trusted)
+        return out
+
+    def to_spec(self) -> str:
+        """A modern key=value spec that :func:`parse_disk_spec` reads back equal.
+
+        Raises ``ValueError`` for records no DISKSPEC can produce: a comma in
+        a value other than the target, a newline in the target (``target=.*``
+        stops at one), or flags that contradict what xl derives from
+        ``devtype=cdrom``.
+        """
+        if self.removable != self.is_cdrom or (self.is_cdrom and self.readwrite):
+            raise ValueError("removable and read-only follow from devtype=cdrom in xl")
+        parts: list[str] = []
+        if self.format is not DiskFormat.UNKNOWN:
+            parts.append(f"format={self.format.value}")
+        if self.vdev is not None:
+            parts.append(f"vdev={_plain(self.vdev, 'vdev')}")
+        parts.append(f"access={self.access}")
+        if self.is_cdrom:
+            parts.append("devtype=cdrom")
+        if self.backend_domname is not None:
+            parts.append(f"backend={_plain(self.backend_domname, 'backend')}")
+        if self.backend is not DiskBackend.UNKNOWN:
+            parts.append(f"backendtype={self.backend.value}")
+        if self.specification is not DiskSpecification.UNKNOWN:
+            parts.append(f"specification={self.specification.value}")
+        if self.script is not None:
+            parts.append(f"script={_plain(self.script, 'script')}")
+        if self.direct_io_safe:
+            parts.append("direct-io-safe")
+        if self.discard_enable is not None:
+            parts.append("discard" if self.discard_enable else "no-discard")
+        if self.colo_enable is not None:
+            parts.append("colo" if self.colo_enable else "no-colo")
+        for key, value in (
+            ("colo-host", self.colo_host),
+            ("colo-port", str(self.colo_port) if self.colo_port else None),
+            ("colo-export", self.colo_export),
+            ("active-disk", self.active_disk),
+            ("hidden-disk", self.hidden_disk),
+        ):
+            if value is not None:
+                parts.append(f"{key}={_plain(value, key)}")
+        if self.trusted is not None:
+            parts.append("trusted" if self.trusted else "untrusted")
+        if self.pdev_path is not None:
+            if "\n" in self.pdev_path:
+                raise ValueError("target= cannot carry a newline")
+            # xl strips one trailing comma from target=, so give it one to strip.
+            tail = "," if self.pdev_path.endswith(",") else ""
+            parts.append(f"target={self.pdev_path}{tail}")
+        return ",".join(parts)
+
+
+def parse_disk_spec(spec: str | Sequence[str], *, source: str = _SOURCE) -> DiskSpec:
+    """Parse a DISKSPEC the way ``xlu_disk_parse`` does.
+
+    A string is one spec (a ``disk=[...]`` entry); a sequence is the several
+    words of ``xl block-attach``, each scanned separately but filling one
+    disk, so positional slots carry over from word to word. ``source`` is
+    what xl names in its messages: the config file, or ``command line``.
+    """
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    return _DiskParser(source).run([_cstring(s) for s in specs])
+
+
+# ----- the scanner -------------------------------------------------------------
+
+_Action = Callable[["_DiskParser", bytes], bool]
+
+
+def _value_rule(key: bytes) -> bytes:
+    return rb"(?P<h>" + key + rb"=[^,]*,?)"
+
+
+def _flag_rule(word: bytes) -> bytes:
+    return rb"(?P<h>" + word + rb",?)"
+
+
+def _prefix_rule(prefix: bytes) -> bytes:
+    return rb"(?P<h>" + prefix + rb":).*"
+
+
+class _DiskParser:
+    """The scanner's state: ``DiskParseContext`` plus the disk it fills."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.spec: bytes | None = None
+        self.messages: list[str] = []
+        self.reason = ""
+        self.near: bytes | None = None
+        self.err = False
+        self.access_set = False
+        self.had_depr_prefix = False
+        self.pdev_path: bytes | None = None
+        self.vdev: bytes | None = None
+        self.backend_domname: bytes | None = None
+        self.backend = DiskBackend.UNKNOWN
+        self.format = DiskFormat.UNKNOWN
+        self.script: bytes | None = None
+        self.removable = False
+        self.readwrite = True
+        self.is_cdrom = False
+        self.direct_io_safe = False
+        self.discard_enable: bool | None = None
+        self.specification = DiskSpecification.UNKNOWN
+        self.colo_enable: bool | None = None
+        self.colo_host: bytes | None = None
+        self.colo_port = 0
+        self.colo_export: bytes | None = None
+        self.active_disk: bytes | None = None
+        self.hidden_disk: bytes | None = None
+        self.trusted: bool | None = None
+
+    # -- driver --
+
+    def run(self, specs: Sequence[bytes]) -> DiskSpec:
+        for spec in specs:
+            self.spec = spec
+            self.scan(spec)
+            if self.err:
+                self.fail()
+        if self.format is DiskFormat.UNKNOWN:
+            self.format = DiskFormat.RAW
+        if self.is_cdrom:
+            self.removable = True
+            self.readwrite = False
+            if not self.pdev_path:
+                self.format = DiskFormat.EMPTY
+        if self.vdev is None:
+            self.error(None, "no vdev specified")
+            self.fail()
+        if self.pdev_path is None and not self.removable:
+            self.error(None, "no target specified (and device not removable)")
+            self.fail()
+        return DiskSpec(
+            pdev_path=_text(self.pdev_path),
+            vdev=_text(self.vdev),
+            backend_domname=_text(self.backend_domname),
+            backend=self.backend,
+            format=self.format,
+            script=_text(self.script),
+            removable=self.removable,
+            readwrite=self.readwrite,
+            is_cdrom=self.is_cdrom,
+            direct_io_safe=self.direct_io_safe,
+            discard_enable=self.discard_enable,
+            specification=self.specification,
+            colo_enable=self.colo_enable,
+            colo_host=_text(self.colo_host),
+            colo_port=self.colo_port,
+            colo_export=_text(self.colo_export),
+            active_disk=_text(self.active_disk),
+            hidden_disk=_text(self.hidden_disk),
+            trusted=self.trusted,
+        )
+
+    def scan(self, buf: bytes) -> None:
+        pos = 0
+        while pos < len(buf):
+            best: re.Match[bytes] | None = None
+            action: _Action | None = None
+            for pattern, rule_action in _RULES:
+                m = pattern.match(buf, pos)
+                if m is not None and (best is None or m.end() > best.end()):
+                    best, action = m, rule_action
+            assert best is not None
+            pos = best.end("h")
+            if action is None:
+                self.lexerr(buf, best.group("h"), pos)
+                return
+            if action(self, best.group("h")):
+                return
+
+    def lexerr(self, buf: bytes, text: bytes, pos: int) -> None:
+        # In the LEXERR start condition only ``.*`` applies, with yymore().
+        if pos == len(buf):
+            return  # end of input: the pending text is dropped without a word
+        rest = _LINE.match(buf, pos)
+        assert rest is not None
+        if not rest.group():
+            self.messages.append("flex scanner jammed")
+            raise DiskSpecError(self.messages, reason="flex scanner jammed", spec=_text(self.spec))
+        self.error(text + rest.group(), "bad disk syntax")
+
+    def error(self, near: bytes | None, message: str) -> None:
+        where = "" if near is None else f": near `{_text(near)}'"
+        spec = "(null)" if self.spec is None else _text(self.spec)
+        self.messages.append(
+            f"{self.source}: config parsing error in disk specification: "
+            f"{message}{where} in `{spec}'"
+        )
+        if not self.err:
+            self.err = True
+            self.reason = message
+            self.near = near
+
+    def fail(self) -> None:
+        raise DiskSpecError(
+            self.messages,
+            reason=self.reason,
+            near=_text(self.near),
+            spec=_text(self.spec),
+        )
+
+    # -- helpers shared by the actions --
+
+    def savestring(self, what: str, name: str, value: bytes) -> None:
+        current: bytes | None = getattr(self, name)
+        if current:
+            self.error(value, f"{what} respecified")
+            return
+        setattr(self, name, value)
+
+    def dset(self, name: str, value: enum.Enum, text: bytes) -> None:
+        current: enum.Enum = getattr(self, name)
+        if current.name != "UNKNOWN" and current is not value:
+            self.error(text, f"{name} respecified")
+        else:
+            setattr(self, name, value)
+
+    def setaccess(self, text: bytes) -> None:
+        if text in (b"r", b"ro"):
+            self.readwrite = False
+        elif text in (b"rw", b"w", b""):
+            self.readwrite = True
+        else:
+            self.error(text, "unknown value for access")
+
+    def setformat(self, text: bytes) -> None:
+        fmt = _FORMATS.get(text)
+        if fmt is None:
+            self.error(text, "unknown value for format")
+        else:
+            self.dset("format", fmt, text)
+
+    def vdev_and_devtype(self, text: bytes) -> bool:
+        colon = text.rfind(b":")
+        if colon < 0:
+            return False
+        self.savestring("vdev", "vdev", text[:colon])
+        devtype = text[colon + 1 :]
+        if devtype == b"cdrom":
+            self.is_cdrom = True
+        elif devtype == b"disk":
+            self.is_cdrom = False
+        else:
+            self.error(devtype, "unknown deprecated type")
+        return True
+
+    # -- rule actions: return True where flex's action does ``return 0`` --
+
+    def space(self, text: bytes) -> bool:
+        return False
+
+    def format_kw(self, text: bytes) -> bool:
+        self.setformat(_from_equals(_strip(text, b",")))
+        return False
+
+    def cdrom(self, text: bytes) -> bool:
+        self.is_cdrom = True
+        return False
+
+    def disk(self, text: bytes) -> bool:
+        self.is_cdrom = False
+        return False
+
+    def bad_devtype(self, text: bytes) -> bool:
+        self.error(text, "unknown value for type")
+        return False
+
+    def access_kw(self, text: bytes) -> bool:
+        self.setaccess(_from_equals(_strip(text, b",")))
+        return False
+
+    def backend_kw(self, text: bytes) -> bool:
+        self.savestring("backend", "backend_domname", _from_equals(_strip(text, b",")))
+        return False
+
+    def backendtype_kw(self, text: bytes) -> bool:
+        value = _from_equals(_strip(text, b","))
+        backend = _BACKENDS.get(value)
+        if backend is None:
+            self.error(value, "unknown value for backendtype")
+        else:
+            self.dset("backend", backend, value)
+        return False
+
+    def specification_kw(self, text: bytes) -> bool:
+        value = _from_equals(_strip(text, b","))
+        specification = _SPECIFICATIONS.get(value)
+        if specification is None:
+            self.error(value, "unknown value for specification")
+        else:
+            self.dset("specification", specification, value)
+        return False
+
+    def vdev_kw(self, text: bytes) -> bool:
+        self.savestring("vdev", "vdev", _from_equals(_strip(text, b",")))
+        return False
+
+    def script_kw(self, text: bytes) -> bool:
+        self.savestring("script", "script", _from_equals(_strip(text, b",")))
+        return False
+
+    def direct_io_safe_kw(self, text: bytes) -> bool:
+        self.direct_io_safe = True
+        return False
+
+    def discard(self, text: bytes) -> bool:
+        self.discard_enable = True
+        return False
+
+    def no_discard(self, text: bytes) -> bool:
+        self.discard_enable = False
+        return False
+
+    def colo(self, text: bytes) -> bool:
+        self.colo_enable = True
+        return False
+
+    def no_colo(self, text: bytes) -> bool:
+        self.colo_enable = False
+        return False
+
+    def colo_host_kw(self, text: bytes) -> bool:
+        self.savestring("colo-host", "colo_host", _from_equals(_strip(text, b",")))
+        return False
+
+    def colo_port_kw(self, text: bytes) -> bool:
+        value = _from_equals(_strip(text, b","))
+        port = _atoi(value)
+        if port:
+            self.colo_port = port
+        else:
+            self.error(value, "unknown value for colo_port")
+        return False
+
+    def colo_export_kw(self, text: bytes) -> bool:
+        self.savestring("colo-export", "colo_export", _from_equals(_strip(text, b",")))
+        return False
+
+    def active_disk_kw(self, text: bytes) -> bool:
+        self.savestring("active-disk", "active_disk", _from_equals(_strip(text, b",")))
+        return False
+
+    def hidden_disk_kw(self, text: bytes) -> bool:
+        self.savestring("hidden-disk", "hidden_disk", _from_equals(_strip(text, b",")))
+        return False
+
+    def trusted_kw(self, text: bytes) -> bool:
+        self.trusted = True
+        return False
+
+    def untrusted_kw(self, text: bytes) -> bool:
+        self.trusted = False
+        return False
+
+    def target_kw(self, text: bytes) -> bool:
+        self.savestring("target", "pdev_path", _from_equals(_strip(text, b",")))
+        return False
+
+    def unknown_param(self, text: bytes) -> bool:
+        self.error(text, "unknown parameter")
+        return False
+
+    def format_prefix(self, text: bytes) -> bool:
+        self.had_depr_prefix = True
+        self.setformat(_strip(text, b":"))
+        return False
+
+    def script_prefix(self, text: bytes) -> bool:
+        self.had_depr_prefix = True
+        script = b"block-" + _strip(text, b":")
+        if self.script:
+            self.error(script, "script respecified")
+        else:
+            self.script = script
+        return False
+
+    def ignored_prefix(self, text: bytes) -> bool:
+        self.had_depr_prefix = True
+        return False
+
+    def bad_prefix(self, text: bytes) -> bool:
+        self.error(text, "unknown deprecated disk prefix")
+        return True
+
+    def positional(self, text: bytes) -> bool:
+        text = _strip(text, b",")
+        if self.err:
+            pass  # later slots would only produce follow-on complaints
+        elif self.pdev_path is None:
+            self.savestring("target", "pdev_path", text)
+        elif not self.had_depr_prefix and self.format is DiskFormat.UNKNOWN:
+            if not self.pdev_path and self.vdev_and_devtype(text):
+                self.format = DiskFormat.EMPTY
+            else:
+                self.setformat(text)
+        elif self.vdev is None:
+            if not self.vdev_and_devtype(text):
+                self.savestring("vdev", "vdev", text)
+        elif not self.access_set:
+            self.access_set = True
+            self.setaccess(text)
+        else:
+            self.error(text, "too many positional parameters")
+            return True
+        return False
+
+
+_FORMATS: dict[bytes, DiskFormat] = {
+    b"": DiskFormat.RAW,
+    b"raw": DiskFormat.RAW,
+    b"qcow": DiskFormat.QCOW,
+    b"qcow2": DiskFormat.QCOW2,
+    b"vhd": DiskFormat.VHD,
+    b"empty": DiskFormat.EMPTY,
+    b"qed": DiskFormat.QED,
+}
+_BACKENDS: dict[bytes, DiskBackend] = {
+    b"phy": DiskBackend.PHY,
+    b"tap": DiskBackend.TAP,
+    b"qdisk": DiskBackend.QDISK,
+    b"standalone": DiskBackend.STANDALONE,
+}
+_SPECIFICATIONS: dict[bytes, DiskSpecification] = {
+    b"xen": DiskSpecification.XEN,
+    b"virtio": DiskSpecification.VIRTIO,
+}
+
+_P = _DiskParser
+# The rules of libxlu_disk_l.l in their order; group "h" is yytext, and the
+# rest of each match is trailing context, which counts for the longest match.
+_RULE_SOURCE: tuple[tuple[bytes, _Action | None], ...] = (
+    (rb"(?P<h>[ \t\n]+)(?:[^ \t\n].*)?", _P.space),
+    (_value_rule(b"format"), _P.format_kw),
+    (_flag_rule(b"cdrom"), _P.cdrom),
+    (_flag_rule(b"devtype=cdrom"), _P.cdrom),
+    (_flag_rule(b"devtype=disk"), _P.disk),
+    (_value_rule(b"devtype"), _P.bad_devtype),
+    (_value_rule(b"access"), _P.access_kw),
+    (_value_rule(b"backend"), _P.backend_kw),
+    (_value_rule(b"backendtype"), _P.backendtype_kw),
+    (_value_rule(b"specification"), _P.specification_kw),
+    (_value_rule(b"vdev"), _P.vdev_kw),
+    (_value_rule(b"script"), _P.script_kw),
+    (_flag_rule(b"direct-io-safe"), _P.direct_io_safe_kw),
+    (_flag_rule(b"discard"), _P.discard),
+    (_flag_rule(b"no-discard"), _P.no_discard),
+    (_flag_rule(b"colo"), _P.colo),
+    (_flag_rule(b"no-colo"), _P.no_colo),
+    (_value_rule(b"colo-host"), _P.colo_host_kw),
+    (_value_rule(b"colo-port"), _P.colo_port_kw),
+    (_value_rule(b"colo-export"), _P.colo_export_kw),
+    (_value_rule(b"active-disk"), _P.active_disk_kw),
+    (_value_rule(b"hidden-disk"), _P.hidden_disk_kw),
+    (_flag_rule(b"trusted"), _P.trusted_kw),
+    (_flag_rule(b"untrusted"), _P.untrusted_kw),
+    (rb"(?P<h>target=.*)", _P.target_kw),
+    (rb"(?P<h>[a-z][-a-z0-9]*=[^,],?)", _P.unknown_param),
+    (_prefix_rule(rb"(?:raw|qcow2?|vhd)"), _P.format_prefix),
+    (_prefix_rule(rb"(?:iscsi|e?nbd|drbd)"), _P.script_prefix),
+    (_prefix_rule(b"tapdisk"), _P.ignored_prefix),
+    (_prefix_rule(b"tap2?"), _P.ignored_prefix),
+    (_prefix_rule(b"aio"), _P.ignored_prefix),
+    (_prefix_rule(b"ioemu"), _P.ignored_prefix),
+    (_prefix_rule(b"file"), _P.ignored_prefix),
+    (_prefix_rule(b"phy"), _P.ignored_prefix),
+    (rb"(?P<h>[a-z][a-z0-9]*:)(?:[^a-z0-9].*)?", _P.bad_prefix),
+    (rb"(?P<h>[^=,]*,|[^=,]+,?)", _P.positional),
+    (rb"(?P<h>.)", None),  # enters the LEXERR start condition
+)
+_RULES: tuple[tuple[re.Pattern[bytes], _Action | None], ...] = tuple(
+    (re.compile(source), action) for source, action in _RULE_SOURCE
+)
+_LINE = re.compile(rb".*")
+
+
+def _strip(text: bytes, delim: bytes) -> bytes:
+    return text[:-1] if text.endswith(delim) else text
+
+
+def _from_equals(text: bytes) -> bytes:
+    return text[text.index(b"=") + 1 :]
+
+
+def _atoi(text: bytes) -> int:
+    """glibc ``atoi``: ``(int) strtol(s, NULL, 10)``, clamping then wrapping."""
+    m = re.match(rb"[ \t\n\v\f\r]*([+-]?)([0-9]*)", text)
+    assert m is not None
+    value = int(m.group(2) or b"0")
+    if m.group(1) == b"-":
+        value = -value
+    value = max(-(2**63), min(2**63 - 1, value))
+    value &= 0xFFFFFFFF
+    return value - 2**32 if value >= 2**31 else value
+
+
+def _cstring(spec: str) -> bytes:
+    """The bytes C sees: UTF-8, cut at the first NUL as argv and strdup would."""
+    try:
+        raw = spec.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        raise DiskSpecError(
+            [f"{_SOURCE}: disk specification is not valid text"],
+            reason="disk specification is not valid text",
+            spec=spec,
+        ) from exc
+    return raw.split(b"\0", 1)[0]
+
+
+@overload
+def _text(raw: bytes) -> str: ...
+@overload
+def _text(raw: None) -> None: ...
+@overload
+def _text(raw: bytes | None) -> str | None: ...
+def _text(raw: bytes | None) -> str | None:
+    return None if raw is None else raw.decode("utf-8", "surrogateescape")
+
+
+def _plain(value: str, key: str) -> str:
+    if "," in value:
+        raise ValueError(f"{key}= cannot carry a comma")
+    return value
+
+
+def _put_str(out: dict[str, object], key: str, value: str | None) -> None:
+    if value is not None:
+        out[key] = value
+
+
+def _put_defbool(out: dict[str, object], key: str, value: bool | None) -> None:
+    if value is not None:
+        out[key] = "True" if value else "False"

@@ -1,0 +1,1 @@
+"""Errors, paths and process helpers shared by every layer."""
