@@ -156,8 +156,9 @@ def fmt(out: Output, files: tuple[Path, ...], check_only: bool, show_diff: bool)
         verb = "would reformat" if check_only else "reformatted"
         for name in changed_files:
             console.print(f"{verb} {escape(str(name))}")
+        summary = "would be reformatted" if check_only else "reformatted"
         console.print(
-            f"{len(changed_files)} file(s) {verb}, "
+            f"{len(changed_files)} file(s) {summary}, "
             f"{len(results) - len(changed_files)} left unchanged"
         )
 
@@ -217,11 +218,12 @@ def unset(out: Output, file: Path, key: str) -> None:
     if index == "+":
         raise UsageError("KEY[+] only makes sense with set", hint=f"use {name}[N] to remove item N")
     removed = api.unset_value(file, name, index)
-    message = (
-        f"{file}: removed {key} ({removed} assignment(s))"
-        if removed
-        else f"{file}: {key} was not set; nothing changed"
-    )
+    if not removed:
+        message = f"{file}: {key} was not set; nothing changed"
+    elif index is not None:
+        message = f"{file}: removed item {index} of {name}"
+    else:
+        message = f"{file}: removed {key} ({removed} assignment(s))"
     out.emit(
         {"file": str(file), "key": key, "removed": removed},
         lambda console: console.print(escape(message)),

@@ -8,6 +8,7 @@ from pathlib import Path
 from xenkit.config import edit
 from xenkit.config.configfile import ENCODING, ERRORS, ConfigFile, write_atomically
 from xenkit.config.convert import build
+from xenkit.config.disk import DiskSpec
 from xenkit.config.edit import make_value
 from xenkit.config.errors import ConfigError, Location
 from xenkit.config.findings import Finding, Severity
@@ -17,6 +18,7 @@ from xenkit.config.rules import run_rules
 from xenkit.config.syntax import Assignment, Value, parse_document
 from xenkit.config.values import Items, Scalar, Setting
 from xenkit.config.values import Value as SemValue
+from xenkit.config.vif import VifSpec
 from xenkit.core.errors import UsageError
 
 
@@ -96,13 +98,26 @@ def describe(cfg: ConfigFile, config: DomainConfig) -> list[Row]:
 
 
 def _display(typed: object, raw: SemValue) -> str:
-    if isinstance(typed, tuple) and typed and hasattr(typed[0], "to_spec"):
-        return "\n".join(str(item.to_spec()) for item in typed)
+    if isinstance(typed, tuple) and typed and isinstance(typed[0], DiskSpec):
+        return "\n".join(_disk_line(d) for d in typed if isinstance(d, DiskSpec))
+    if isinstance(typed, tuple) and typed and isinstance(typed[0], VifSpec):
+        return "\n".join(v.to_spec() or "(defaults)" for v in typed if isinstance(v, VifSpec))
     if isinstance(typed, bool):
         return "yes" if typed else "no"
     if isinstance(typed, int | str):
         return str(typed)
     return _raw(raw)
+
+
+def _disk_line(d: DiskSpec) -> str:
+    what = [d.format.value, d.access]
+    if d.is_cdrom:
+        what.append("cdrom")
+    if d.backend.value != "unknown":
+        what.append(f"backendtype={d.backend.value}")
+    if d.script:
+        what.append(f"script={d.script}")
+    return f"{d.vdev}: {d.target or '(empty)'} ({', '.join(what)})"
 
 
 def _raw(value: SemValue) -> str:

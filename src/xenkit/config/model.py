@@ -266,7 +266,7 @@ class DomainConfig:
         return self.vcpus if self.vcpus is not None else 1
 
     def set_keys(self) -> list[str]:
-        """The keys this config sets, in catalogue order."""
+        """The keys this config sets: identity and sizing first, then by name."""
         out = []
         for f in dataclasses.fields(self):
             if f.name == "unknown":
@@ -274,7 +274,7 @@ class DomainConfig:
             value = getattr(self, f.name)
             if value is not None and value != ():
                 out.append(f.name)
-        return out
+        return sorted(out, key=lambda k: (_FIRST.get(k, len(_FIRST)), k))
 
     def to_json(self) -> dict[str, Any]:
         """Only the keys that are set, plus the resolved domain type."""
@@ -284,6 +284,14 @@ class DomainConfig:
         if self.unknown:
             out["unknown"] = dict(self.unknown)
         return out
+
+
+_FIRST = {
+    k: i
+    for i, k in enumerate(
+        ["name", "type", "builder", "uuid", "memory", "maxmem", "vcpus", "maxvcpus"]
+    )
+}
 
 
 def _jsonable(value: object) -> object:

@@ -14,7 +14,8 @@ from xenkit.config.findings import Finding, Severity
 from xenkit.config.keys import KEYS
 from xenkit.config.keyspec import DomainType
 from xenkit.config.model import DomainConfig, resolve_type
-from xenkit.config.values import Setting
+from xenkit.config.values import Items, Setting
+from xenkit.config.vdev import disk_dev_number
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _NUMERIC_ENUMS = frozenset({"tsc_mode", "timer_mode", "altp2m"})
@@ -249,6 +250,38 @@ def _overridden(cfg: DomainConfig, settings: dict[str, Setting], source: str) ->
         )
 
 
+def _disks(cfg: DomainConfig, settings: dict[str, Setting], source: str) -> Iterator[Finding]:
+    seen: dict[int, str] = {}
+    setting = settings.get("disk")
+    items = setting.value.items if setting is not None and isinstance(setting.value, Items) else ()
+    for i, disk in enumerate(cfg.disk):
+        if disk.vdev is None:
+            continue
+        loc = items[i].location if len(items) == len(cfg.disk) else _at(settings, "disk", source)
+        number = disk_dev_number(disk.vdev)
+        if number is None:
+            yield Finding(
+                Severity.ERROR,
+                "bad-vdev",
+                f"Invalid or unsupported virtual disk identifier {disk.vdev}",
+                loc,
+                "disk",
+                "name the disk xvdX (PV, PVH, HVM), hdX (HVM IDE, a-d) or sdX (HVM SCSI)",
+            )
+        elif number in seen:
+            yield Finding(
+                Severity.ERROR,
+                "duplicate-vdev",
+                f"disks {seen[number]} and {disk.vdev} are the same virtual device"
+                f" (number {number})",
+                loc,
+                "disk",
+                "give each disk its own vdev",
+            )
+        else:
+            seen[number] = disk.vdev
+
+
 def _repeated(cfg: DomainConfig, settings: dict[str, Setting], source: str) -> Iterator[Finding]:
     for key, setting in settings.items():
         if len(setting.assigned) > 1:
@@ -272,6 +305,7 @@ RULES: tuple[Rule, ...] = (
     _kernel,
     _counts,
     _overridden,
+    _disks,
     _repeated,
 )
 

@@ -146,9 +146,11 @@ class _Parser:
         self.errors: list[ConfigError] = []
         self.likely_python = any(t.likely_python for t in self.tokens)
         self.last_line = text.count("\n") + 1
+        previous: Token | None = None
         for tok in self.tokens:
             if tok.kind is T.ERROR:
-                self._report(_SyntaxError(tok, ""))
+                self._report(_SyntaxError(tok, ""), previous)
+            previous = tok
 
     def parse(self) -> Document:
         parts: list[Token | Node] = []
@@ -290,7 +292,7 @@ class _Parser:
         self.pos = stop
         return ErrorNode(list(self.tokens[start:stop]))
 
-    def _report(self, e: _SyntaxError) -> None:
+    def _report(self, e: _SyntaxError, previous: Token | None = None) -> None:
         tok = e.token
         hint = None
         if self.likely_python:
@@ -311,8 +313,15 @@ class _Parser:
                 hint = "a comment on the last line must end with a newline"
             elif tok.text.startswith("\r"):
                 hint = "the file has DOS line endings (CRLF); xl needs LF only"
-            elif any(c.isupper() for c in tok.text[:1]):
+            elif previous is not None and previous.kind is T.NUMBER:
+                hint = (
+                    "numbers take no unit suffix; the key's unit is fixed (memory is in MiB,"
+                    " see xl.cfg(5)); a string needs quotes"
+                )
+            elif tok.text[:1].isupper() and (previous is None or previous.kind is T.NEWLINE):
                 hint = "key names are lower case"
+            elif tok.text[:1].isalpha() or tok.text[:1] == "/":
+                hint = "a string value needs quotes: \"...\" or '...'"
             self.errors.append(ConfigError(reason, loc, text=tok.text.rstrip("\r"), hint=hint))
             return
         shown = "<newline>" if tok.kind is T.NEWLINE else tok.text
