@@ -247,10 +247,47 @@ def _prefix_rule(prefix: bytes) -> bytes:
 
 
 class _DiskParser:
-    """The scanner's state: ``DiskParseContext`` plus the disk it fills."""
+    """The scanner's state: ``DiskParseContext`` plus the disk it fills.
 
-    def __init__(self, source: str) -> None:
+    ``fast`` lets :meth:`scan_fast` tokenize the strings it can prove it reads
+    exactly as :meth:`scan` would; without it every string goes through the
+    rule-by-rule scanner, which is what the tests compare the fast path with.
+    """
+
+    __slots__ = (
+        "access_set",
+        "active_disk",
+        "backend",
+        "backend_domname",
+        "colo_enable",
+        "colo_export",
+        "colo_host",
+        "colo_port",
+        "direct_io_safe",
+        "discard_enable",
+        "err",
+        "fast",
+        "format",
+        "had_depr_prefix",
+        "hidden_disk",
+        "is_cdrom",
+        "messages",
+        "near",
+        "pdev_path",
+        "readwrite",
+        "reason",
+        "removable",
+        "script",
+        "source",
+        "spec",
+        "specification",
+        "trusted",
+        "vdev",
+    )
+
+    def __init__(self, source: str, *, fast: bool = True) -> None:
         self.source = source
+        self.fast = fast
         self.spec: bytes | None = None
         self.messages: list[str] = []
         self.reason = ""
@@ -283,7 +320,8 @@ class _DiskParser:
     def run(self, specs: Sequence[bytes]) -> DiskSpec:
         for spec in specs:
             self.spec = spec
-            self.scan(spec)
+            if not (self.fast and self.scan_fast(spec)):
+                self.scan(spec)
             if self.err:
                 self.fail()
         if self.format is DiskFormat.UNKNOWN:
@@ -337,6 +375,38 @@ class _DiskParser:
                 return
             if action(self, best.group("h")):
                 return
+
+    def scan_fast(self, buf: bytes) -> bool:
+        """Scan ``buf`` as :meth:`scan` would, or return False having done nothing.
+
+        ``_FAST_TOKEN`` names, for each token, the rule that flex picks there;
+        why it is always the same rule is argued where the pattern is built.
+        The string is only taken if those tokens cover it from end to end, and
+        only then are the actions run, so a string it declines is untouched.
+        """
+        if b"\n" in buf or _FAST_SPEC.fullmatch(buf) is None:
+            return False
+        for key, value, devtype, target, prefix, item, last in _FAST_TOKEN.findall(buf):
+            if key:
+                saved = _SAVED_KEYS.get(key)
+                if saved is not None:
+                    self.savestring(saved[0], saved[1], value)
+                else:
+                    _VALUE_KEYS[key](self, value)
+            elif item or last:
+                text = item[:-1] if item else last
+                flag = _FLAGS.get(text)
+                if flag is not None:
+                    flag(self, text)
+                elif self.positional_value(text):
+                    return True
+            elif devtype:
+                self.is_cdrom = devtype == b"cdrom"
+            elif target:
+                self.savestring("target", "pdev_path", _strip(target, b",")[len(b"target=") :])
+            elif prefix:
+                _PREFIXES[prefix](self, prefix)
+        return True
 
     def lexerr(self, buf: bytes, text: bytes, pos: int) -> None:
         # In the LEXERR start condition only ``.*`` applies, with yymore().
@@ -444,22 +514,26 @@ class _DiskParser:
         return False
 
     def backendtype_kw(self, text: bytes) -> bool:
-        value = _from_equals(_strip(text, b","))
+        self.setbackendtype(_from_equals(_strip(text, b",")))
+        return False
+
+    def setbackendtype(self, value: bytes) -> None:
         backend = _BACKENDS.get(value)
         if backend is None:
             self.error(value, "unknown value for backendtype")
         else:
             self.dset("backend", backend, value)
-        return False
 
     def specification_kw(self, text: bytes) -> bool:
-        value = _from_equals(_strip(text, b","))
+        self.setspecification(_from_equals(_strip(text, b",")))
+        return False
+
+    def setspecification(self, value: bytes) -> None:
         specification = _SPECIFICATIONS.get(value)
         if specification is None:
             self.error(value, "unknown value for specification")
         else:
             self.dset("specification", specification, value)
-        return False
 
     def vdev_kw(self, text: bytes) -> bool:
         self.savestring("vdev", "vdev", _from_equals(_strip(text, b",")))
@@ -494,13 +568,15 @@ class _DiskParser:
         return False
 
     def colo_port_kw(self, text: bytes) -> bool:
-        value = _from_equals(_strip(text, b","))
+        self.setcoloport(_from_equals(_strip(text, b",")))
+        return False
+
+    def setcoloport(self, value: bytes) -> None:
         port = _atoi(value)
         if port:
             self.colo_port = port
         else:
             self.error(value, "unknown value for colo_port")
-        return False
 
     def colo_export_kw(self, text: bytes) -> bool:
         self.savestring("colo-export", "colo_export", _from_equals(_strip(text, b",")))
@@ -536,6 +612,7 @@ class _DiskParser:
         return False
 
     def script_prefix(self, text: bytes) -> bool:
+        # The fast scanner passes the word without its ':'; _strip keeps it so.
         self.had_depr_prefix = True
         script = b"block-" + _strip(text, b":")
         if self.script:
@@ -553,7 +630,9 @@ class _DiskParser:
         return True
 
     def positional(self, text: bytes) -> bool:
-        text = _strip(text, b",")
+        return self.positional_value(_strip(text, b","))
+
+    def positional_value(self, text: bytes) -> bool:
         if self.err:
             pass  # later slots would only produce follow-on complaints
         elif self.pdev_path is None:
@@ -641,6 +720,91 @@ _RULES: tuple[tuple[re.Pattern[bytes], _Action | None], ...] = tuple(
     (re.compile(source), action) for source, action in _RULE_SOURCE
 )
 _LINE = re.compile(rb".*")
+
+# ----- the fast scanner ------------------------------------------------------------
+#
+# For a string without a newline, ``.`` runs to the end of the string, so every
+# ``/.*`` trailing context and ``target=.*`` match all that is left. Then, at
+# each position, the rule flex picks (longest match, earlier rule on a tie) is:
+#
+# blanks        The whitespace rule: with its trailing context it matches to
+#               the end, which nothing beats, and it is the first rule.
+# KEY=...       For the value keys below, ``KEY=[^,]*,?`` takes the whole item
+#               and its comma. ``[a-z][-a-z0-9]*=[^,],?`` is never longer and
+#               comes later; the positional rule stops at the ``=``; no
+#               ``word:`` rule can match, KEY having no ``:``; the one flag
+#               that starts a key (``colo``) stops at its ``-``.
+# devtype=V     Taken only for V ``cdrom`` or ``disk`` followed by a comma or
+#               the end, where the flag rules tie with ``devtype=[^,]*,?`` and
+#               come first. Other values are left to the exact scanner.
+# target=...    ``target=.*`` reaches the end; only later rules could tie.
+# P:            For the deprecated prefixes, ``P:/.*`` reaches the end. The
+#               rules that could tie with it (unknown prefix, positional) are
+#               later; the earlier ones cannot match a ``word:``.
+# ITEM          An item without ``=`` up to its comma (or the end): the
+#               positional rule takes it and the comma. A flag rule ties when
+#               the item is exactly that flag, and wins; ``[a-z][a-z0-9]*:``
+#               followed by a letter or digit is shorter; followed by anything
+#               else it reaches the end and wins, so that case is left to the
+#               exact scanner, as is an ``=`` anywhere in an item.
+#
+# Each alternative below starts where the previous token ended, after the
+# blanks, so the sequence of matches is the sequence of tokens.
+
+_VALUE_KEY_WORDS = (
+    rb"format|access|backendtype|backend|specification|vdev|script"
+    rb"|colo-host|colo-port|colo-export|active-disk|hidden-disk"
+)
+_FAST_TOKEN_SOURCE = (
+    rb"[ \t]*+(?:"
+    rb"(" + _VALUE_KEY_WORDS + rb")=([^,]*),?"
+    rb"|devtype=(cdrom|disk)(?![^,]),?"
+    rb"|(target=.*)"
+    rb"|(raw|qcow2?|vhd|iscsi|e?nbd|drbd|tapdisk|tap2?|aio|ioemu|file|phy):"
+    rb"|(?![a-z][a-z0-9]*:(?![a-z0-9]))(?:([^=,]*,)|([^=,]+)\Z)"
+    rb"|\Z)"
+)
+_FAST_TOKEN = re.compile(_FAST_TOKEN_SOURCE)
+# The possessive repeat commits to each token as found, as the scanner does.
+# (Its groups are made non-capturing: re in 3.11 mistracks groups inside a
+# possessive repeat, and only the whole match matters here.)
+_FAST_SPEC = re.compile(
+    rb"(?:" + re.sub(rb"\((?!\?)", rb"(?:", _FAST_TOKEN_SOURCE) + rb")*+"
+)
+
+_SAVED_KEYS: dict[bytes, tuple[str, str]] = {
+    b"backend": ("backend", "backend_domname"),
+    b"vdev": ("vdev", "vdev"),
+    b"script": ("script", "script"),
+    b"colo-host": ("colo-host", "colo_host"),
+    b"colo-export": ("colo-export", "colo_export"),
+    b"active-disk": ("active-disk", "active_disk"),
+    b"hidden-disk": ("hidden-disk", "hidden_disk"),
+}
+_VALUE_KEYS: dict[bytes, Callable[[_DiskParser, bytes], None]] = {
+    b"format": _P.setformat,
+    b"access": _P.setaccess,
+    b"backendtype": _P.setbackendtype,
+    b"specification": _P.setspecification,
+    b"colo-port": _P.setcoloport,
+}
+_FLAGS: dict[bytes, _Action] = {
+    b"cdrom": _P.cdrom,
+    b"direct-io-safe": _P.direct_io_safe_kw,
+    b"discard": _P.discard,
+    b"no-discard": _P.no_discard,
+    b"colo": _P.colo,
+    b"no-colo": _P.no_colo,
+    b"trusted": _P.trusted_kw,
+    b"untrusted": _P.untrusted_kw,
+}
+_PREFIXES: dict[bytes, _Action] = {
+    **dict.fromkeys([b"raw", b"qcow", b"qcow2", b"vhd"], _P.format_prefix),
+    **dict.fromkeys([b"iscsi", b"nbd", b"enbd", b"drbd"], _P.script_prefix),
+    **dict.fromkeys(
+        [b"tapdisk", b"tap", b"tap2", b"aio", b"ioemu", b"file", b"phy"], _P.ignored_prefix
+    ),
+}
 
 
 def _strip(text: bytes, delim: bytes) -> bytes:

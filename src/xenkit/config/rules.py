@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
+from xenkit.config.devices import DEVICES, problems
 from xenkit.config.errors import Location
 from xenkit.config.findings import Finding, Severity
 from xenkit.config.keys import KEYS
@@ -282,6 +283,20 @@ def _disks(cfg: DomainConfig, settings: dict[str, Setting], source: str) -> Iter
             seen[number] = disk.vdev
 
 
+def _devices(cfg: DomainConfig, settings: dict[str, Setting], source: str) -> Iterator[Finding]:
+    for key in DEVICES:
+        setting = settings.get(key)
+        specs = getattr(cfg, key)
+        if setting is None or not isinstance(setting.value, Items) or not specs:
+            continue
+        items = setting.value.items
+        for i, spec in enumerate(specs):
+            loc = items[i].location if len(items) == len(specs) else setting.location
+            for p in problems(key, spec):
+                severity = Severity.ERROR if p.fatal else Severity.WARNING
+                yield Finding(severity, p.code, p.message, loc, key, p.hint)
+
+
 def _repeated(cfg: DomainConfig, settings: dict[str, Setting], source: str) -> Iterator[Finding]:
     for key, setting in settings.items():
         if len(setting.assigned) > 1:
@@ -306,6 +321,7 @@ RULES: tuple[Rule, ...] = (
     _counts,
     _overridden,
     _disks,
+    _devices,
     _repeated,
 )
 
