@@ -3,16 +3,19 @@
 
 VENV := .venv/bin
 APT_BASE := make git ca-certificates
+APT_LAB := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client
 
 .PHONY: setup demo test unit lint fmt bench lock clean
 
 setup:
 	@scripts/bootstrap.sh $(APT_BASE)
 
-demo: setup
+demo:
+	@scripts/bootstrap.sh $(APT_BASE) $(APT_LAB)
 	@scripts/demo.sh
 
-test: setup lint
+test: lint
+	@scripts/bootstrap.sh $(APT_BASE) $(APT_LAB)
 	$(VENV)/pytest
 
 unit: setup
