@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xenkit.config import disk as disk_module
 from xenkit.config.disk import (
     DiskBackend,
     DiskFormat,
@@ -35,11 +38,14 @@ def test_every_xen_case_is_present() -> None:
     # tools/xl/check-xl-disk-parse in RELEASE-4.17.0 calls `one` 28 times.
     assert len(CASES) == 28
     assert sum(case["rc"] == 0 for case in CASES) == 27
+    assert sum("xl_binary" in case for case in CASES) == 2
 
 
 @pytest.mark.parametrize("case", CASES, ids=[" ".join(c["args"][2:]) for c in CASES])
 def test_xen_check_xl_disk_parse(case: dict[str, Any]) -> None:
+    """Each case as the real xl 4.17 binary answers it (see ``xl_binary`` in the data)."""
     words = _words(case)
+    case = {**case, **case.get("xl_binary", {})}
     if case["rc"] == 0:
         spec = parse_disk_spec(words)
         assert list(spec.to_libxl().items()) == list(case["expected"].items())
@@ -99,7 +105,7 @@ def test_key_value_forms() -> None:
     spec = parse_disk_spec(
         "backend=dd,backendtype=qdisk,specification=virtio,script=block-x,direct-io-safe,"
         "no-discard,colo,colo-host=h,colo-port=7000,colo-export=e,active-disk=a,"
-        "hidden-disk=h2,untrusted,vdev=xvdz,format=qed,target=t"
+        "hidden-disk=h2,vdev=xvdz,format=qed,target=t"
     )
     assert spec == DiskSpec(
         pdev_path="t",
@@ -117,7 +123,6 @@ def test_key_value_forms() -> None:
         colo_export="e",
         active_disk="a",
         hidden_disk="h2",
-        trusted=False,
     )
     assert list(spec.to_libxl()) == [
         "backend_domname",
@@ -136,7 +141,6 @@ def test_key_value_forms() -> None:
         "colo_export",
         "active_disk",
         "hidden_disk",
-        "trusted",
     ]
     assert spec.to_libxl()["direct_io_safe"] is True
 
@@ -374,7 +378,6 @@ def disk_records(draw: st.DrawFn) -> DiskSpec:
         colo_export=draw(st.none() | _NO_COMMA),
         active_disk=draw(st.none() | _NO_COMMA),
         hidden_disk=draw(st.none() | _NO_COMMA),
-        trusted=draw(_DEFBOOL),
     )
 
 
@@ -433,3 +436,88 @@ def test_positional_and_named_forms_agree(
     assert positional == named
     assert named.format is (DiskFormat(fmt) if fmt else DiskFormat.RAW)
     assert named.readwrite is (access not in ("r", "ro"))
+
+
+# ----- the fast scanner against the rule-by-rule one ----------------------------------
+
+
+def _outcome(words: list[str], *, fast: bool) -> object:
+    """The disk, or the error's every detail, with or without the fast tokens."""
+    try:
+        parser = disk_module._DiskParser("command line", fast=fast)
+        return parser.run([disk_module._cstring(w) for w in words])
+    except DiskSpecError as exc:
+        return (exc.messages, exc.reason, exc.near, exc.spec)
+
+
+_TOKENS = st.sampled_from(
+    [
+        "format=", "vdev=", "access=", "backend=", "backendtype=", "specification=",
+        "script=", "devtype=", "target=", "colo-host=", "colo-port=", "colo-export=",
+        "active-disk=", "hidden-disk=", "devtype=cdrom", "devtype=disk", "cdrom", "disk",
+        "discard", "no-discard", "colo", "no-colo", "trusted", "untrusted", "direct-io-safe",
+        "raw:", "qcow:", "qcow2:", "vhd:", "iscsi:", "nbd:", "enbd:", "drbd:", "tapdisk:",
+        "tap:", "tap2:", "aio:", "ioemu:", "file:", "phy:", "foo:", "x1:", "raw", "qcow2",
+        "qdisk", "xen", "virtio", "ro", "rw", "xvda", "hdc:cdrom", "/dev/x", "/a b", "nfs:s",
+        ",", ",", ",", ", ", " ", "\t", "\n", "=", ":", "-", "é", "1", "a", "Z",
+    ]
+)  # fmt: skip
+_TEXTS = st.lists(_TOKENS | _NOISE, max_size=12).map("".join)
+
+
+@settings(max_examples=1500)
+@given(st.lists(_TEXTS, min_size=1, max_size=3))
+def test_fast_scanner_agrees_with_the_rule_by_rule_scanner(words: list[str]) -> None:
+    assert _outcome(words, fast=True) == _outcome(words, fast=False)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "devtype=cdrom", "devtype=cdrom,", "devtype=cdromx", "devtype=disk ,vdev=x",
+        "cdrom", "cdromx,", "colo", "colo-port=5", "colo-host", "target=/a,", "target=/a,,",
+        "target=", "hdc:cdrom", "hdc:/x", "x:", "raw:x", "raw:", "tap2:/x", "tap3:/x",
+        "/a,raw,xvda,r, ", "/a, ,xvda", "a, \t", "format=raw=x", "foo=bar", "=x", ",=",
+        "/a\n raw:/b,xvda", "a\n", " \n", "trusted\n,x", "RAW:/x,xvda",
+        "format=qcow2, vdev=xvda, access=rw, backendtype=qdisk, target=/srv/a.qcow2",
+    ],
+)  # fmt: skip
+def test_fast_scanner_agrees_at_its_edges(spec: str) -> None:
+    assert _outcome([spec], fast=True) == _outcome([spec], fast=False)
+
+
+_TYPICAL = [
+    "format=qcow2, vdev=xvda, access=rw, backendtype=qdisk, target=/srv/xen/web-01/root.qcow2",
+    "format=raw, vdev=xvdb, access=rw, target=/dev/vg0/web-01-data",
+    "/srv/iso/debian-12.iso,raw,hdc,ro,devtype=cdrom",
+    "phy:/dev/vg0/lv,xvda,w",
+    "raw:/x.iso,hdc:cdrom,r",
+    "vdev=xvdc,discard,backend=dom1,script=block-iscsi,target=iqn.2001-04.com.example:lun0",
+]
+
+
+@pytest.mark.parametrize("spec", _TYPICAL)
+def test_typical_specs_never_need_the_rule_by_rule_scanner(
+    spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(parser: object, buf: bytes, pos: int) -> int:
+        raise AssertionError(f"rule-by-rule scan at {pos} of {buf!r}")
+
+    monkeypatch.setattr(disk_module._DiskParser, "step", refuse)
+    parse_disk_spec(spec)
+
+
+@pytest.mark.parametrize("spec", _TYPICAL)
+def test_results_are_real_frozen_disk_specs(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    disk = parse_disk_spec(spec)
+    assert disk_module._SWAP  # the fast construction is in use on this interpreter
+    assert type(disk) is DiskSpec
+    rebuilt = DiskSpec(**{f.name: getattr(disk, f.name) for f in dataclasses.fields(DiskSpec)})
+    assert disk == rebuilt and hash(disk) == hash(rebuilt) and repr(disk) == repr(rebuilt)
+    assert pickle.loads(pickle.dumps(disk)) == disk
+    assert dataclasses.replace(disk) == disk
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        disk.vdev = "xvdz"  # type: ignore[misc]
+    monkeypatch.setattr(disk_module, "_SWAP", False)
+    plain = parse_disk_spec(spec)
+    assert type(plain) is DiskSpec and plain == disk

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pickle
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from xenkit.config import vif as vif_module
 from xenkit.config.vif import NicType, VifSpec, VifSpecError, parse_vif_spec
 from xenkit.core.errors import UsageError
 
@@ -451,3 +458,138 @@ def test_any_entry_parses_or_fails_typed_and_results_round_trip(text: str) -> No
     except VifSpecError:
         return
     assert parse_vif_spec(spec.to_spec()) == spec
+
+
+# ----- the fast paths against the plain code -------------------------------------------
+
+
+@contextmanager
+def _plain_code() -> Iterator[None]:
+    """Every fast path off: the parser as it reads without them."""
+    never = re.compile(r"(?!)")
+    with mock.patch.multiple(
+        vif_module,
+        _MAC_PLAIN=never,
+        _RATE_DECIMAL=never,
+        _INTERVAL_DECIMAL=never,
+        _ULONG_DIGITS=never,
+        _SWAP=False,
+    ):
+        yield
+
+
+def _outcome(spec: str | list[str]) -> object:
+    try:
+        nic = parse_vif_spec(spec)
+    except VifSpecError as exc:
+        return (str(exc), exc.reason, exc.token, exc.warnings)
+    return (type(nic), nic, nic.warnings)
+
+
+def _both(spec: str | list[str]) -> tuple[object, object]:
+    fast = _outcome(spec)
+    with _plain_code():
+        plain = _outcome(spec)
+    return fast, plain
+
+
+_HEX = st.text(st.sampled_from("0123456789abcdefABCDEF"), min_size=2, max_size=2)
+_MAC_PART = _HEX | st.sampled_from(["0", "f", "fff", "0x1", "0X", " 1", "-1", "+1", "g", ""])
+_MACS = st.one_of(
+    st.lists(_HEX, min_size=6, max_size=6).map(":".join),
+    st.lists(_HEX, min_size=6, max_size=6).map("-".join),
+    st.lists(_MAC_PART, min_size=5, max_size=7).map(":".join),
+    st.tuples(
+        st.lists(_HEX, min_size=6, max_size=6), st.sampled_from([".", " ", "x", "é", ""])
+    ).map(lambda pairs_sep: pairs_sep[1].join(pairs_sep[0])),
+)
+_RATES = st.one_of(
+    _RATE_TEXT,
+    st.builds(
+        "{}{}{}{}".format,
+        st.sampled_from(
+            ["0", "1", "010", "08", "4294967295", "4294967296", "99999999999999999999"]
+        ),
+        st.sampled_from(["", "K", "M", "G"]),
+        st.sampled_from(["B/s", "b/s", "B", "/s"]),
+        st.sampled_from(["", "@", "@0", "@010", "@08", "@20ms", "@4294967296us", "@5000s", "@7m"]),
+    ),
+)
+_NUMBERS = st.one_of(
+    st.integers(0, 2**65).map(str),
+    st.sampled_from(["", "-1", " 1", "+1", "1x", "0x10", "010", "18446744073709551615"]),
+)
+_ITEMS = st.one_of(
+    _MACS.map("mac={}".format),
+    _RATES.map("rate={}".format),
+    st.builds("{}={}".format, st.sampled_from(["devid", "mtu"]), _NUMBERS),
+    st.sampled_from(["bridge=xenbr0", "type=vif", "model=e1000", "trusted", "foo", " ", ""]),
+    _SOUP,
+)
+
+
+@settings(max_examples=1500)
+@given(st.lists(_ITEMS, max_size=5), st.sampled_from([",", ", ", ",,"]))
+def test_fast_paths_agree_with_the_plain_code(items: list[str], sep: str) -> None:
+    fast, plain = _both(sep.join(items))
+    assert fast == plain
+    fast, plain = _both(items)
+    assert fast == plain
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "mac=00:16:3e:1a:2b:3c", "mac=00-16-3E-1A-2B-3C", "mac=00:16:3e:1a:2b:3c:",
+        "mac=00:16:3e:1a:2b", "mac=00:16:3e:1a:2b,3c", "mac=0x0:16:3e:1a:2b:3c",
+        "mac=00:16:3e:1a:2b:3cc", "mac=00.16.3e.1a.2b.3c", "mac=0:16:3e:1a:2b:3c",
+        "mac=1:2:3:4:5:6", "mac=00:16:3e:1a:2b:f", "mac=00é16é3eé1aé2bé3c",
+        "rate=100Mb/s", "rate=010Mb/s", "rate=08Mb/s", "rate=4294967296B/s",
+        "rate=10MB/s@20ms", "rate=1B/s@010", "rate=1B/s@4294967296us", "rate=1B/s@4295s",
+        "devid=0", "mtu=18446744073709551615", "mtu=18446744073709551614",
+        "devid=4294967295", "devid=",
+    ],
+)  # fmt: skip
+def test_fast_paths_agree_at_their_edges(spec: str) -> None:
+    for form in (spec, [spec]):
+        fast, plain = _both(form)
+        assert fast == plain
+
+
+_TYPICAL = [
+    "mac=00:16:3e:1a:2b:3c, bridge=xenbr0, model=e1000, rate=100Mb/s",
+    "mac=00:16:3e:1a:2b:3d, bridge=ovsbr0.42, script=vif-openvswitch, ip=192.0.2.10",
+    "type=ioemu,mac=00:16:3E:00:00:01,bridge=xenbr1,vifname=vif-web,devid=0,mtu=9000",
+    "bridge=xenbr0,rate=10MB/s@20ms,gatewaydev=eth0,trusted",
+]
+
+
+@pytest.mark.parametrize("spec", _TYPICAL)
+def test_typical_specs_never_need_the_general_number_parsing(
+    spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object) -> NoReturn:
+        raise AssertionError(f"general path taken with {args}")
+
+    monkeypatch.setattr(vif_module, "_strtoul", refuse)
+    monkeypatch.setattr(vif_module._NicParser, "mac", refuse)
+    parse_vif_spec(spec)
+
+
+@pytest.mark.parametrize("spec", _TYPICAL)
+def test_results_are_real_frozen_vif_specs(spec: str) -> None:
+    nic = parse_vif_spec(spec)
+    assert vif_module._SWAP  # the fast construction is in use on this interpreter
+    assert type(nic) is VifSpec
+    rebuilt = VifSpec(**{f.name: getattr(nic, f.name) for f in dataclasses.fields(VifSpec)})
+    assert nic == rebuilt and hash(nic) == hash(rebuilt) and repr(nic) == repr(rebuilt)
+    assert pickle.loads(pickle.dumps(nic)) == nic
+    assert dataclasses.replace(nic) == nic
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        nic.bridge = "xenbr9"  # type: ignore[misc]
+
+
+def test_a_nul_ends_the_entry_as_in_c() -> None:
+    spec = parse_vif_spec("bridge=xenbr0\0,model=e1000")
+    assert (spec.bridge, spec.model) == ("xenbr0", None)
+    assert parse_vif_spec(["bridge=a\0b", "model=m\0x"]).to_libxl() == {"model": "m", "bridge": "a"}

@@ -245,11 +245,21 @@ def _each_spec(
 
 
 def _disks(spec: KeySpec, setting: Setting, findings: list[Finding]) -> tuple[DiskSpec, ...]:
-    return _each_spec(spec, setting, findings, parse_disk_spec, (DiskSpecError,))
+    source = setting.location.source
+
+    def parse(text: str) -> DiskSpec:
+        return parse_disk_spec(text, source=source)
+
+    return _each_spec(spec, setting, findings, parse, (DiskSpecError,))
 
 
 def _vifs(spec: KeySpec, setting: Setting, findings: list[Finding]) -> tuple[VifSpec, ...]:
-    return _each_spec(spec, setting, findings, parse_vif_spec, (VifSpecError,))
+    source = setting.location.source
+
+    def parse(text: str) -> VifSpec:
+        return parse_vif_spec(text, source=source)
+
+    return _each_spec(spec, setting, findings, parse, (VifSpecError,))
 
 
 def _devices(spec: KeySpec, setting: Setting, findings: list[Finding]) -> tuple[DeviceSpec, ...]:

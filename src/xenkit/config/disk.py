@@ -19,8 +19,8 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import overload
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any, overload
 
 from xenkit.core.errors import UsageError
 
@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 _SOURCE = "command line"
+_UTF8 = "utf-8"
+_ESCAPE = "surrogateescape"
 
 
 class DiskFormat(enum.Enum):
@@ -207,7 +209,7 @@ class DiskSpec:
             if value is not None:
                 parts.append(f"{key}={_plain(value, key)}")
         if self.trusted is not None:
-            parts.append("trusted" if self.trusted else "untrusted")
+            raise ValueError("xl 4.17's disk parser has no trusted/untrusted keyword")
         if self.pdev_path is not None:
             if "\n" in self.pdev_path:
                 raise ValueError("target= cannot carry a newline")
@@ -225,8 +227,54 @@ def parse_disk_spec(spec: str | Sequence[str], *, source: str = _SOURCE) -> Disk
     disk, so positional slots carry over from word to word. ``source`` is
     what xl names in its messages: the config file, or ``command line``.
     """
-    specs = [spec] if isinstance(spec, str) else list(spec)
-    return _DiskParser(source).run([_cstring(s) for s in specs])
+    if isinstance(spec, str):
+        return _DiskParser(source).run((_cstring(spec),))
+    return _DiskParser(source).run([_cstring(s) for s in spec])
+
+
+def _mutable_twin(cls: type) -> type:
+    """A slotted dataclass with the fields and defaults of ``cls``, not frozen.
+
+    A frozen dataclass's ``__init__`` stores each field through
+    ``object.__setattr__``, several times the cost of a plain store; the
+    twin's ``__init__`` stores plainly. With the same slots it has the same
+    layout, so a finished twin can become a ``cls``: see :func:`_freeze`.
+    """
+    return make_dataclass(
+        f"_{cls.__name__}Draft",
+        [(f.name, f.type, field(default=f.default)) for f in fields(cls)],
+        slots=True,
+    )
+
+
+def _can_become(twin: type, cls: type) -> bool:
+    """Whether a ``twin`` turns by ``__class__`` assignment into the object ``cls()`` is."""
+    probe = twin()
+    try:
+        probe.__class__ = cls
+    except TypeError:
+        return False
+    reference = cls()
+    same = all(getattr(probe, f.name) is getattr(reference, f.name) for f in fields(cls))
+    return same and probe == reference
+
+
+_DiskDraft: Any = _mutable_twin(DiskSpec)
+_SWAP = _can_become(_DiskDraft, DiskSpec)
+
+
+def _freeze(draft: Any) -> DiskSpec:
+    """The ``DiskSpec`` with the draft's fields: the draft itself where it can be.
+
+    ``DiskSpec.__init__`` only stores its fields (there is no
+    ``__post_init__``), so a draft whose class is swapped is exactly the
+    object the constructor would have made.
+    """
+    if _SWAP:
+        draft.__class__ = DiskSpec
+        disk: DiskSpec = draft
+        return disk
+    return DiskSpec(**{name: getattr(draft, name) for name in _DiskDraft.__slots__})
 
 
 # ----- the scanner -------------------------------------------------------------
@@ -249,9 +297,9 @@ def _prefix_rule(prefix: bytes) -> bytes:
 class _DiskParser:
     """The scanner's state: ``DiskParseContext`` plus the disk it fills.
 
-    ``fast`` lets :meth:`scan_fast` tokenize the strings it can prove it reads
-    exactly as :meth:`scan` would; without it every string goes through the
-    rule-by-rule scanner, which is what the tests compare the fast path with.
+    With ``fast`` (the default) :meth:`scan` takes the tokens ``_FAST_TOKEN``
+    can name in one match; without it every token goes through the
+    rule-by-rule :meth:`step`, which is what the tests compare it with.
     """
 
     __slots__ = (
@@ -320,11 +368,10 @@ class _DiskParser:
     def run(self, specs: Sequence[bytes]) -> DiskSpec:
         for spec in specs:
             self.spec = spec
-            if not (self.fast and self.scan_fast(spec)):
-                self.scan(spec)
+            self.scan(spec)
             if self.err:
                 self.fail()
-        if self.format is DiskFormat.UNKNOWN:
+        if self.format is _FORMAT_UNKNOWN:
             self.format = DiskFormat.RAW
         if self.is_cdrom:
             self.removable = True
@@ -337,76 +384,96 @@ class _DiskParser:
         if self.pdev_path is None and not self.removable:
             self.error(None, "no target specified (and device not removable)")
             self.fail()
-        return DiskSpec(
-            pdev_path=_text(self.pdev_path),
-            vdev=_text(self.vdev),
-            backend_domname=_text(self.backend_domname),
-            backend=self.backend,
-            format=self.format,
-            script=_text(self.script),
-            removable=self.removable,
-            readwrite=self.readwrite,
-            is_cdrom=self.is_cdrom,
-            direct_io_safe=self.direct_io_safe,
-            discard_enable=self.discard_enable,
-            specification=self.specification,
-            colo_enable=self.colo_enable,
-            colo_host=_text(self.colo_host),
-            colo_port=self.colo_port,
-            colo_export=_text(self.colo_export),
-            active_disk=_text(self.active_disk),
-            hidden_disk=_text(self.hidden_disk),
-            trusted=self.trusted,
+        pdev_path, vdev, backend_domname = self.pdev_path, self.vdev, self.backend_domname
+        script, colo_host, colo_export = self.script, self.colo_host, self.colo_export
+        active_disk, hidden_disk = self.active_disk, self.hidden_disk
+        return _freeze(
+            _DiskDraft(
+                pdev_path=None if pdev_path is None else pdev_path.decode(_UTF8, _ESCAPE),
+                vdev=None if vdev is None else vdev.decode(_UTF8, _ESCAPE),
+                backend_domname=(
+                    None if backend_domname is None else backend_domname.decode(_UTF8, _ESCAPE)
+                ),
+                backend=self.backend,
+                format=self.format,
+                script=None if script is None else script.decode(_UTF8, _ESCAPE),
+                removable=self.removable,
+                readwrite=self.readwrite,
+                is_cdrom=self.is_cdrom,
+                direct_io_safe=self.direct_io_safe,
+                discard_enable=self.discard_enable,
+                specification=self.specification,
+                colo_enable=self.colo_enable,
+                colo_host=None if colo_host is None else colo_host.decode(_UTF8, _ESCAPE),
+                colo_port=self.colo_port,
+                colo_export=None if colo_export is None else colo_export.decode(_UTF8, _ESCAPE),
+                active_disk=None if active_disk is None else active_disk.decode(_UTF8, _ESCAPE),
+                hidden_disk=None if hidden_disk is None else hidden_disk.decode(_UTF8, _ESCAPE),
+                trusted=self.trusted,
+            )
         )
 
     def scan(self, buf: bytes) -> None:
-        pos = 0
-        while pos < len(buf):
-            best: re.Match[bytes] | None = None
-            action: _Action | None = None
-            for pattern, rule_action in _RULES:
-                m = pattern.match(buf, pos)
-                if m is not None and (best is None or m.end() > best.end()):
-                    best, action = m, rule_action
-            assert best is not None
-            pos = best.end("h")
-            if action is None:
-                self.lexerr(buf, best.group("h"), pos)
-                return
-            if action(self, best.group("h")):
-                return
+        """Run the scanner over ``buf``, one token (one rule firing) at a time.
 
-    def scan_fast(self, buf: bytes) -> bool:
-        """Scan ``buf`` as :meth:`scan` would, or return False having done nothing.
-
-        ``_FAST_TOKEN`` names, for each token, the rule that flex picks there;
-        why it is always the same rule is argued where the pattern is built.
-        The string is only taken if those tokens cover it from end to end, and
-        only then are the actions run, so a string it declines is untouched.
+        Where ``_FAST_TOKEN`` matches, it names the rule flex picks there (see
+        the argument above it) and its groups hold what that rule's action
+        reads; elsewhere, and always without ``fast``, :meth:`step` tries every
+        rule. Either way the same action code runs.
         """
-        if b"\n" in buf or _FAST_SPEC.fullmatch(buf) is None:
-            return False
-        for key, value, devtype, target, prefix, item, last in _FAST_TOKEN.findall(buf):
-            if key:
+        pos = 0
+        size = len(buf)
+        # The fast tokens are argued for text with no newline after them.
+        fast_from = buf.rfind(b"\n") + 1 if self.fast else size
+        match = _FAST_TOKEN.match
+        while pos < size:
+            m = match(buf, pos) if pos >= fast_from else None
+            if m is None:
+                pos = self.step(buf, pos)
+                if pos < 0:
+                    return
+                continue
+            pos = m.end()
+            kind = m.lastindex
+            if kind == _KEY:
+                key, value = m.group(_KEY - 1, _KEY)
                 saved = _SAVED_KEYS.get(key)
                 if saved is not None:
                     self.savestring(saved[0], saved[1], value)
                 else:
                     _VALUE_KEYS[key](self, value)
-            elif item or last:
-                text = item[:-1] if item else last
+            elif kind in (_ITEM, _LAST):
+                text = m[_ITEM][:-1] if kind == _ITEM else m[_LAST]
                 flag = _FLAGS.get(text)
                 if flag is not None:
                     flag(self, text)
                 elif self.positional_value(text):
-                    return True
-            elif devtype:
-                self.is_cdrom = devtype == b"cdrom"
-            elif target:
-                self.savestring("target", "pdev_path", _strip(target, b",")[len(b"target=") :])
-            elif prefix:
+                    return
+            elif kind == _DEVTYPE:
+                self.is_cdrom = m[_DEVTYPE] == b"cdrom"
+            elif kind == _TARGET:
+                self.savestring("target", "pdev_path", _strip(m[_TARGET], b","))
+            elif kind == _PREFIX:
+                prefix = m[_PREFIX]
                 _PREFIXES[prefix](self, prefix)
-        return True
+            # else: blanks at the very end, which the whitespace rule ignores
+
+    def step(self, buf: bytes, pos: int) -> int:
+        """Fire the rule flex picks at ``pos``: where the scan goes on, or -1 if it ends."""
+        best: re.Match[bytes] | None = None
+        action: _Action | None = None
+        for pattern, rule_action in _RULES:
+            m = pattern.match(buf, pos)
+            if m is not None and (best is None or m.end() > best.end()):
+                best, action = m, rule_action
+        assert best is not None
+        pos = best.end("h")
+        if action is None:
+            self.lexerr(buf, best.group("h"), pos)
+            return -1
+        if action(self, best.group("h")):
+            return -1
+        return pos
 
     def lexerr(self, buf: bytes, text: bytes, pos: int) -> None:
         # In the LEXERR start condition only ``.*`` applies, with yymore().
@@ -450,7 +517,7 @@ class _DiskParser:
 
     def dset(self, name: str, value: enum.Enum, text: bytes) -> None:
         current: enum.Enum = getattr(self, name)
-        if current.name != "UNKNOWN" and current is not value:
+        if current not in _UNKNOWNS and current is not value:
             self.error(text, f"{name} respecified")
         else:
             setattr(self, name, value)
@@ -467,8 +534,10 @@ class _DiskParser:
         fmt = _FORMATS.get(text)
         if fmt is None:
             self.error(text, "unknown value for format")
+        elif self.format is _FORMAT_UNKNOWN or self.format is fmt:
+            self.format = fmt  # what dset("format", ...) does, inlined
         else:
-            self.dset("format", fmt, text)
+            self.error(text, "format respecified")
 
     def vdev_and_devtype(self, text: bytes) -> bool:
         colon = text.rfind(b":")
@@ -612,7 +681,7 @@ class _DiskParser:
         return False
 
     def script_prefix(self, text: bytes) -> bool:
-        # The fast scanner passes the word without its ':'; _strip keeps it so.
+        # The rule passes "word:", the fast scanner "word": both strip to the word.
         self.had_depr_prefix = True
         script = b"block-" + _strip(text, b":")
         if self.script:
@@ -674,6 +743,9 @@ _SPECIFICATIONS: dict[bytes, DiskSpecification] = {
     b"virtio": DiskSpecification.VIRTIO,
 }
 
+_FORMAT_UNKNOWN = DiskFormat.UNKNOWN
+_UNKNOWNS = (DiskFormat.UNKNOWN, DiskBackend.UNKNOWN, DiskSpecification.UNKNOWN)
+
 _P = _DiskParser
 # The rules of libxlu_disk_l.l in their order; group "h" is yytext, and the
 # rest of each match is trailing context, which counts for the longest match.
@@ -700,8 +772,6 @@ _RULE_SOURCE: tuple[tuple[bytes, _Action | None], ...] = (
     (_value_rule(b"colo-export"), _P.colo_export_kw),
     (_value_rule(b"active-disk"), _P.active_disk_kw),
     (_value_rule(b"hidden-disk"), _P.hidden_disk_kw),
-    (_flag_rule(b"trusted"), _P.trusted_kw),
-    (_flag_rule(b"untrusted"), _P.untrusted_kw),
     (rb"(?P<h>target=.*)", _P.target_kw),
     (rb"(?P<h>[a-z][-a-z0-9]*=[^,],?)", _P.unknown_param),
     (_prefix_rule(rb"(?:raw|qcow2?|vhd)"), _P.format_prefix),
@@ -723,54 +793,53 @@ _LINE = re.compile(rb".*")
 
 # ----- the fast scanner ------------------------------------------------------------
 #
-# For a string without a newline, ``.`` runs to the end of the string, so every
-# ``/.*`` trailing context and ``target=.*`` match all that is left. Then, at
-# each position, the rule flex picks (longest match, earlier rule on a tie) is:
+# Where no newline follows, ``.`` runs to the end of the string, so every
+# ``/.*`` trailing context and ``target=.*`` match all that is left, and no
+# rule can match more. Then the rule flex picks at a position (longest match,
+# the earlier rule on a tie) is, for what ``_FAST_TOKEN`` accepts there:
 #
 # blanks        The whitespace rule: with its trailing context it matches to
-#               the end, which nothing beats, and it is the first rule.
-# KEY=...       For the value keys below, ``KEY=[^,]*,?`` takes the whole item
-#               and its comma. ``[a-z][-a-z0-9]*=[^,],?`` is never longer and
+#               the end, and it is the first rule. Its action does nothing,
+#               so the pattern skips the blanks and reads the next token too.
+# KEY=...       For the value keys, ``KEY=[^,]*,?`` takes the whole item and
+#               its comma. ``[a-z][-a-z0-9]*=[^,],?`` is never longer and
 #               comes later; the positional rule stops at the ``=``; no
 #               ``word:`` rule can match, KEY having no ``:``; the one flag
-#               that starts a key (``colo``) stops at its ``-``.
-# devtype=V     Taken only for V ``cdrom`` or ``disk`` followed by a comma or
-#               the end, where the flag rules tie with ``devtype=[^,]*,?`` and
-#               come first. Other values are left to the exact scanner.
+#               that a key starts with (``colo``) matches only its 4 bytes.
+# devtype=V     Only for V ``cdrom`` or ``disk`` followed by a comma or the
+#               end: the flag rules ``devtype=cdrom,?`` and ``devtype=disk,?``
+#               tie with ``devtype=[^,]*,?`` and come first.
 # target=...    ``target=.*`` reaches the end; only later rules could tie.
-# P:            For the deprecated prefixes, ``P:/.*`` reaches the end. The
-#               rules that could tie with it (unknown prefix, positional) are
-#               later; the earlier ones cannot match a ``word:``.
-# ITEM          An item without ``=`` up to its comma (or the end): the
+# P:            For the deprecated prefixes, ``P:/.*`` reaches the end; the
+#               rules that could tie (unknown prefix, positional) are later,
+#               and the earlier ones cannot match a ``word:``.
+# ITEM          An item with no ``=`` up to its comma (or the end): the
 #               positional rule takes it and the comma. A flag rule ties when
-#               the item is exactly that flag, and wins; ``[a-z][a-z0-9]*:``
-#               followed by a letter or digit is shorter; followed by anything
-#               else it reaches the end and wins, so that case is left to the
-#               exact scanner, as is an ``=`` anywhere in an item.
+#               the item is exactly that flag, and wins (the action checks);
+#               ``[a-z][a-z0-9]*:`` followed by a letter or digit is shorter.
 #
-# Each alternative below starts where the previous token ended, after the
-# blanks, so the sequence of matches is the sequence of tokens.
+# Anything else is left to the rule-by-rule scanner, token by token: an
+# ``=`` in an item, other devtype= values, an unknown ``word:`` followed by
+# anything but a letter or digit (it reaches the end and wins), or a newline
+# further on. The scan calls ``match`` where the last token ended, so the
+# matches are the tokens in order; ``[ \t]*+`` is possessive so that a failed
+# match cannot give blanks back to the item alternatives.
 
 _VALUE_KEY_WORDS = (
     rb"format|access|backendtype|backend|specification|vdev|script"
     rb"|colo-host|colo-port|colo-export|active-disk|hidden-disk"
 )
-_FAST_TOKEN_SOURCE = (
+_FAST_TOKEN = re.compile(
     rb"[ \t]*+(?:"
     rb"(" + _VALUE_KEY_WORDS + rb")=([^,]*),?"
     rb"|devtype=(cdrom|disk)(?![^,]),?"
-    rb"|(target=.*)"
+    rb"|target=(.*)"
     rb"|(raw|qcow2?|vhd|iscsi|e?nbd|drbd|tapdisk|tap2?|aio|ioemu|file|phy):"
     rb"|(?![a-z][a-z0-9]*:(?![a-z0-9]))(?:([^=,]*,)|([^=,]+)\Z)"
-    rb"|\Z)"
+    rb"|\Z)"  # blanks at the end
 )
-_FAST_TOKEN = re.compile(_FAST_TOKEN_SOURCE)
-# The possessive repeat commits to each token as found, as the scanner does.
-# (Its groups are made non-capturing: re in 3.11 mistracks groups inside a
-# possessive repeat, and only the whole match matters here.)
-_FAST_SPEC = re.compile(
-    rb"(?:" + re.sub(rb"\((?!\?)", rb"(?:", _FAST_TOKEN_SOURCE) + rb")*+"
-)
+# The group that closes last tells which alternative matched.
+_KEY, _DEVTYPE, _TARGET, _PREFIX, _ITEM, _LAST = range(2, 8)
 
 _SAVED_KEYS: dict[bytes, tuple[str, str]] = {
     b"backend": ("backend", "backend_domname"),
@@ -795,8 +864,6 @@ _FLAGS: dict[bytes, _Action] = {
     b"no-discard": _P.no_discard,
     b"colo": _P.colo,
     b"no-colo": _P.no_colo,
-    b"trusted": _P.trusted_kw,
-    b"untrusted": _P.untrusted_kw,
 }
 _PREFIXES: dict[bytes, _Action] = {
     **dict.fromkeys([b"raw", b"qcow", b"qcow2", b"vhd"], _P.format_prefix),
@@ -830,14 +897,14 @@ def _atoi(text: bytes) -> int:
 def _cstring(spec: str) -> bytes:
     """The bytes C sees: UTF-8, cut at the first NUL as argv and strdup would."""
     try:
-        raw = spec.encode("utf-8", "surrogateescape")
+        raw = spec.encode(_UTF8, _ESCAPE)
     except UnicodeEncodeError as exc:
         raise DiskSpecError(
             [f"{_SOURCE}: disk specification is not valid text"],
             reason="disk specification is not valid text",
             spec=spec,
         ) from exc
-    return raw.split(b"\0", 1)[0]
+    return raw[: raw.index(b"\0")] if b"\0" in raw else raw
 
 
 @overload

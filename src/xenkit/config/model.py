@@ -17,7 +17,8 @@ from xenkit.config.disk import DiskSpec
 from xenkit.config.keyspec import DomainType
 from xenkit.config.vif import VifSpec
 
-DEFAULT_MEMORY_MIB = 128
+DEFAULT_MEMORY_MIB = 32
+"""libxl's default when neither memory nor maxmem is set (libxl_create.c)."""
 
 ARM_ONLY_KEYS = ("gic_version", "vuart", "dtdev", "device_tree", "tee")
 """Keys only xl on Arm reads; a config with one of them is taken to be for Arm."""
@@ -255,7 +256,10 @@ class DomainConfig:
 
     @property
     def memory_mib(self) -> int:
-        return self.memory if self.memory is not None else DEFAULT_MEMORY_MIB
+        """Start-of-day memory: ``memory``, else ``maxmem`` (libxl's target = max), else 32."""
+        if self.memory is not None:
+            return self.memory
+        return self.maxmem if self.maxmem is not None else DEFAULT_MEMORY_MIB
 
     @property
     def maxmem_mib(self) -> int:

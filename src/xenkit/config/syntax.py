@@ -209,7 +209,7 @@ class _Parser:
     def _assignment(self) -> Assignment:
         parts: list[Token | Node] = []
         key = self._take(parts, (T.IDENT,), "IDENT")
-        op = self._take(parts, (T.ASSIGN, T.APPEND), "'=' or '+='")
+        op = self._take(parts, (T.ASSIGN, T.APPEND), "+= or '='")
         self._blanks(parts)
         value = self._value()
         parts.append(value)

@@ -19,7 +19,8 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any
 
 from xenkit.core.errors import UsageError
 
@@ -265,31 +266,25 @@ def parse_vif_spec(spec: str | Sequence[str], *, source: str = _SOURCE) -> VifSp
     ``source`` is what xl names in rate errors: the config file, or
     ``command line``.
     """
-    for text in [spec] if isinstance(spec, str) else spec:
+    for text in (spec,) if isinstance(spec, str) else spec:
+        if text.isascii():
+            continue  # ASCII always encodes
         try:
             text.encode("utf-8", "surrogateescape")
         except UnicodeEncodeError as exc:
             reason = "vif specification is not valid text"
             raise VifSpecError(f"{source}: {reason}", reason=reason, token=text) from exc
     parser = _NicParser(source, lenient=isinstance(spec, str))
-    if isinstance(spec, str):
-        buf = spec.split("\0", 1)[0]
-        for m in re.finditer(r"[^,]+", buf):
-            start, end = m.span()
-            # strtok has cut the entry only just after this item, so a mac=
-            # that runs past its item reads on into the following text.
-            memory = buf[:end] + "\0" + buf[end + 1 :] + ("\0" if end < len(buf) else "")
-            while memory[start] == " ":
-                start += 1
-            parser.item(memory, start)
-    else:
-        words = [w.split("\0", 1)[0] for w in spec]
-        memory = "".join(w + "\0" for w in words)
-        offset = 0
-        for word in words:
-            parser.item(memory, offset)
-            offset += len(word) + 1
-    return replace(parser.nic, unknown=tuple(parser.unknown), warnings=tuple(parser.warnings))
+    try:
+        if isinstance(spec, str):
+            parser.entry(spec)
+        else:
+            parser.words(spec)
+    except _FatalError as exc:
+        raise VifSpecError(
+            exc.message, reason=exc.reason, token=exc.token, warnings=parser.warnings
+        ) from None
+    return parser.finish()
 
 
 # ----- parse_nic_config ------------------------------------------------------------
@@ -322,6 +317,19 @@ _OVS_BRIDGE = re.compile(r"([^.:]+)(\.([0-9]+))?(:([0-9]+(:[0-9]+)*))?")
 _RATE = re.compile(r"[0-9]+[GMK]?[Bb]/s")
 _INTERVAL = re.compile(r"[0-9]+[mu]?s?")
 
+# Fast paths for the common spellings: where one of these matches, the code
+# beside it gives what the general code would (as argued there); where none
+# does, the general code runs. With all of them made never to match, and
+# _SWAP off, the parser is the plain one, which the tests compare it with.
+_ULONG_DIGITS = re.compile(r"[0-9]+")
+_MAC_PLAIN = re.compile(r"([0-9A-Fa-f]{2})[:-]" * 5 + r"([0-9A-Fa-f]{2})")
+_HEX_PAIRS = {
+    f"{a}{b}": int(a + b, 16) for a in "0123456789abcdefABCDEF" for b in "0123456789abcdefABCDEF"
+}
+_RATE_DECIMAL = re.compile(r"([1-9][0-9]*)([GMK]?)([Bb])/s")
+_INTERVAL_DECIMAL = re.compile(r"([1-9][0-9]*)([mu]?)s?")
+_SCALE = {"G": 10**9, "M": 10**6, "K": 10**3}
+
 
 def _key_of(token: str) -> str | None:
     if token in ("trusted", "untrusted"):
@@ -338,22 +346,103 @@ class _FatalError(Exception):
         self.token = token
 
 
+def _mutable_twin(cls: type) -> type:
+    """A slotted dataclass with the fields and defaults of ``cls``, not frozen.
+
+    A frozen dataclass's ``__init__`` stores each field through
+    ``object.__setattr__``, several times the cost of a plain store, and
+    ``VifSpec`` has 65 fields; the twin's ``__init__`` stores plainly. With
+    the same slots it has the same layout, so a finished twin can become a
+    ``cls``: see :func:`_freeze`.
+    """
+    return make_dataclass(
+        f"_{cls.__name__}Draft",
+        [(f.name, f.type, field(default=f.default)) for f in fields(cls)],
+        slots=True,
+    )
+
+
+def _can_become(twin: type, cls: type) -> bool:
+    """Whether a ``twin`` turns by ``__class__`` assignment into the object ``cls()`` is."""
+    probe = twin()
+    try:
+        probe.__class__ = cls
+    except TypeError:
+        return False
+    reference = cls()
+    same = all(getattr(probe, f.name) is getattr(reference, f.name) for f in fields(cls))
+    return same and probe == reference
+
+
+_VifDraft: Any = _mutable_twin(VifSpec)
+_SWAP = _can_become(_VifDraft, VifSpec)
+
+
+def _freeze(draft: Any) -> VifSpec:
+    """The ``VifSpec`` with the draft's fields: the draft itself where it can be.
+
+    ``VifSpec.__init__`` only stores its fields (there is no
+    ``__post_init__``), so a draft whose class is swapped is exactly the
+    object the constructor would have made.
+    """
+    if _SWAP:
+        draft.__class__ = VifSpec
+        nic: VifSpec = draft
+        return nic
+    return VifSpec(**{name: getattr(draft, name) for name in _VifDraft.__slots__})
+
+
 class _NicParser:
+    """``parse_nic_config`` over the items of one spec, filling one draft nic.
+
+    xl's nic is filled in place, each item overwriting what it sets, so the
+    draft is a mutable ``VifSpec`` (see :func:`_mutable_twin`) frozen once
+    at the end.
+    """
+
+    __slots__ = ("lenient", "nic", "source", "unknown", "warnings")
+
     def __init__(self, source: str, *, lenient: bool) -> None:
         self.source = source
         self.lenient = lenient
-        self.nic = VifSpec()
+        self.nic: Any = _VifDraft()
         self.unknown: list[str] = []
         self.warnings: list[str] = []
 
-    def item(self, memory: str, start: int) -> None:
-        token = memory[start : memory.index("\0", start)]
-        try:
-            self._item(token, memory, start)
-        except _FatalError as exc:
-            raise VifSpecError(
-                exc.message, reason=exc.reason, token=exc.token, warnings=self.warnings
-            ) from None
+    def entry(self, spec: str) -> None:
+        """A config entry: strtok(",") items, each with its leading spaces dropped."""
+        buf = spec[: spec.index("\0")] if "\0" in spec else spec
+        end = -1
+        for piece in buf.split(","):
+            end += len(piece) + 1  # where strtok puts this item's NUL
+            if piece:
+                self.item(piece.lstrip(" "), buf, end)
+
+    def words(self, spec: Sequence[str]) -> None:
+        """The words of network-attach, whole; they lie end to end in argv's memory."""
+        words = [w.split("\0", 1)[0] for w in spec]
+        memory = "".join(w + "\0" for w in words)
+        end = -1
+        for word in words:
+            end += len(word) + 1
+            self.item(word, memory, end)
+
+    def memory(self, buf: str, end: int) -> str:
+        """What a C string read at this item sees: the spec as strtok has left it.
+
+        strtok has cut the entry only just after this item, so a mac= that
+        runs past its item reads on into the following text. Argv's words
+        are already NUL-terminated.
+        """
+        if not self.lenient:
+            return buf
+        return buf[:end] + "\0" + buf[end + 1 :] + ("\0" if end < len(buf) else "")
+
+    def finish(self) -> VifSpec:
+        nic = self.nic
+        nic.unknown = tuple(self.unknown)
+        nic.warnings = tuple(self.warnings)
+        return _freeze(nic)
 
     def complain(self, message: str, token: str) -> None:
         """parse_nic_config returned 1: fatal on the command line only."""
@@ -361,46 +450,55 @@ class _NicParser:
             raise _FatalError(message, message, token)
         self.warnings.append(message)
 
-    def _item(self, token: str, memory: str, start: int) -> None:
+    def item(self, token: str, buf: str, end: int) -> None:
+        """One item, ``token``, whose NUL is at ``end`` in ``buf``."""
         key, eq, oparg = token.partition("=")
-        if not eq:
-            key = ""
-        if key == "type":
-            if oparg == "vif":
-                self.set(nictype=NicType.VIF)
-            elif oparg == "ioemu":
-                self.set(nictype=NicType.VIF_IOEMU)
+        if eq:
+            name = _STRING_KEYS.get(key)
+            if name is not None:
+                if key == "netdev":
+                    self.warnings.append(
+                        "the netdev parameter is deprecated, please use gatewaydev instead"
+                    )
+                setattr(self.nic, name, oparg)
+            elif key == "mac":
+                m = _MAC_PLAIN.fullmatch(oparg)
+                if m is not None:
+                    # Six pairs of hex digits, each ended by a non-digit: each
+                    # strtoul reads one pair, and the last stops at the NUL.
+                    pairs = _HEX_PAIRS
+                    a, b, c, d, e, f = m.groups()
+                    self.nic.mac = (pairs[a], pairs[b], pairs[c], pairs[d], pairs[e], pairs[f])
+                else:
+                    start = end - len(oparg)
+                    self.mac(token, self.memory(buf, end), start)
+            elif key == "rate":
+                self.nic.rate_bytes_per_interval, self.nic.rate_interval_usecs = self.rate(oparg)
+            elif key == "type":
+                if oparg == "vif":
+                    self.nic.nictype = NicType.VIF
+                elif oparg == "ioemu":
+                    self.nic.nictype = NicType.VIF_IOEMU
+                else:
+                    self.complain("Invalid parameter `type'.", token)
+            elif key == "devid":
+                self.nic.devid = _c_int(self.parse_ulong(oparg))
+            elif key == "mtu":
+                self.nic.mtu = _c_int(self.parse_ulong(oparg))
+            elif key == "accel":
+                self.warnings.append("the accel parameter for vifs is currently not supported")
             else:
-                self.complain("Invalid parameter `type'.", token)
-        elif key == "mac":
-            self.mac(token, memory, start + len("mac="))
-        elif key == "netdev":
-            self.warnings.append(
-                "the netdev parameter is deprecated, please use gatewaydev instead"
-            )
-            self.set(gatewaydev=oparg)
-        elif key in _STRING_KEYS:
-            self.set(**{_STRING_KEYS[key]: oparg})
-        elif key == "rate":
-            bytes_per_interval, interval_usecs = self.rate(oparg)
-            self.set(
-                rate_bytes_per_interval=bytes_per_interval,
-                rate_interval_usecs=interval_usecs,
-            )
-        elif key == "accel":
-            self.warnings.append("the accel parameter for vifs is currently not supported")
-        elif key in ("devid", "mtu"):
-            self.set(**{key: _c_int(self.parse_ulong(oparg))})
+                self.unrecognized(token)
         elif token == "trusted":
-            self.set(trusted=True)
+            self.nic.trusted = True
         elif token == "untrusted":
-            self.set(trusted=False)
+            self.nic.trusted = False
         else:
-            self.complain(f"unrecognized argument `{token}'", token)
-            self.unknown.append(token)
+            self.unrecognized(token)
 
-    def set(self, **changes: object) -> None:
-        self.nic = replace(self.nic, **changes)  # type: ignore[arg-type]
+    def unrecognized(self, token: str) -> None:
+        self.complain(f"unrecognized argument `{token}'", token)
+        self.unknown.append(token)
 
     def mac(self, token: str, memory: str, pos: int) -> None:
         # The separator skip is one byte, not one character: work on bytes,
@@ -412,15 +510,20 @@ class _NicParser:
             value, end = _strtoul(memory, pos, 16)
             value &= _UINT32_MAX  # strtoul's result lands in an unsigned int
             if end == pos or value > 255:
-                self.set(mac=_mac(mac))
+                self.nic.mac = _mac(mac)
                 self.complain("Invalid parameter `mac'.", token)
                 return
             mac[i] = value
             pos = end + 1
-        self.set(mac=_mac(mac))
+        self.nic.mac = _mac(mac)
 
     def parse_ulong(self, text: str) -> int:
-        value, end = _strtoul(text, 0, 10)
+        if _ULONG_DIGITS.fullmatch(text):
+            # Only digits: strtoul reads them all, clamping at ULONG_MAX.
+            value = min(int(text), _ULONG_MAX)
+            end = len(text)
+        else:
+            value, end = _strtoul(text, 0, 10)
         if end == 0 or value == _ULONG_MAX:
             message = f'xl: failed to convert "{text}" to number'
             raise _FatalError(message, "failed to convert to number", text)
@@ -435,27 +538,53 @@ class _NicParser:
         amount, at, interval = rate.partition("@")
         if not amount:
             raise self.rate_error("no rate specified", rate)
-        if not _RATE.fullmatch(amount):
-            raise self.rate_error("invalid rate", amount)
-        bytes_per_sec, p = _strtoull0(amount)
-        if bytes_per_sec == 0 or bytes_per_sec > _UINT32_MAX:
-            raise self.rate_error("rate overflow", amount)
-        unit = _at(amount, p)
-        bytes_per_sec *= {"G": 10**9, "M": 10**6, "K": 10**3}.get(unit, 1)
-        if unit == "b" or _at(amount, p + 1) == "b":
-            bytes_per_sec //= 8
+        m = _RATE_DECIMAL.fullmatch(amount)
+        if m is not None:
+            # No leading 0, so strtoull(.., 0) reads the digits in decimal,
+            # never 0, up to the unit; the B or b just after the digits or
+            # after the unit letter is the one the general code looks at.
+            bytes_per_sec = int(m[1])
+            if bytes_per_sec > _UINT32_MAX:
+                raise self.rate_error("rate overflow", amount)
+            if m[2]:
+                bytes_per_sec *= _SCALE[m[2]]
+            if m[3] == "b":
+                bytes_per_sec //= 8
+        else:
+            if not _RATE.fullmatch(amount):
+                raise self.rate_error("invalid rate", amount)
+            bytes_per_sec, p = _strtoull0(amount)
+            if bytes_per_sec == 0 or bytes_per_sec > _UINT32_MAX:
+                raise self.rate_error("rate overflow", amount)
+            unit = _at(amount, p)
+            bytes_per_sec *= _SCALE.get(unit, 1)
+            if unit == "b" or _at(amount, p + 1) == "b":
+                bytes_per_sec //= 8
         interval_usecs = _DEFAULT_INTERVAL_USECS
         if at:
-            if not _INTERVAL.fullmatch(interval):
-                raise self.rate_error("invalid replenishment interval", interval)
-            usecs, p = _strtoull0(interval)
-            if usecs == 0 or usecs > _UINT32_MAX:
-                raise self.rate_error("replenishment interval overflow", interval)
-            unit = _at(interval, p)
-            if unit in ("s", "\0"):
-                usecs *= 10**6
-            elif unit == "m":
-                usecs *= 10**3
+            m = _INTERVAL_DECIMAL.fullmatch(interval)
+            if m is not None:
+                # Decimal as above; the unit is the letter after the digits,
+                # and "s" or nothing both mean seconds.
+                usecs = int(m[1])
+                if usecs > _UINT32_MAX:
+                    raise self.rate_error("replenishment interval overflow", interval)
+                unit = m[2]
+                if not unit:
+                    usecs *= 10**6
+                elif unit == "m":
+                    usecs *= 10**3
+            else:
+                if not _INTERVAL.fullmatch(interval):
+                    raise self.rate_error("invalid replenishment interval", interval)
+                usecs, p = _strtoull0(interval)
+                if usecs == 0 or usecs > _UINT32_MAX:
+                    raise self.rate_error("replenishment interval overflow", interval)
+                unit = _at(interval, p)
+                if unit in ("s", "\0"):
+                    usecs *= 10**6
+                elif unit == "m":
+                    usecs *= 10**3
             if usecs > _UINT32_MAX:
                 raise self.rate_error("replenishment interval overflow", interval)
             interval_usecs = usecs
