@@ -510,7 +510,7 @@ def test_typical_specs_never_need_the_rule_by_rule_scanner(
 @pytest.mark.parametrize("spec", _TYPICAL)
 def test_results_are_real_frozen_disk_specs(spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
     disk = parse_disk_spec(spec)
-    assert disk_module._SWAP  # the fast construction is in use on this interpreter
+    assert disk_module._DRAFTS.swap  # the fast construction is in use on this interpreter
     assert type(disk) is DiskSpec
     rebuilt = DiskSpec(**{f.name: getattr(disk, f.name) for f in dataclasses.fields(DiskSpec)})
     assert disk == rebuilt and hash(disk) == hash(rebuilt) and repr(disk) == repr(rebuilt)
@@ -518,6 +518,6 @@ def test_results_are_real_frozen_disk_specs(spec: str, monkeypatch: pytest.Monke
     assert dataclasses.replace(disk) == disk
     with pytest.raises(dataclasses.FrozenInstanceError):
         disk.vdev = "xvdz"  # type: ignore[misc]
-    monkeypatch.setattr(disk_module, "_SWAP", False)
+    monkeypatch.setattr(disk_module._DRAFTS, "swap", False)
     plain = parse_disk_spec(spec)
     assert type(plain) is DiskSpec and plain == disk

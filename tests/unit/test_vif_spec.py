@@ -467,13 +467,15 @@ def test_any_entry_parses_or_fails_typed_and_results_round_trip(text: str) -> No
 def _plain_code() -> Iterator[None]:
     """Every fast path off: the parser as it reads without them."""
     never = re.compile(r"(?!)")
-    with mock.patch.multiple(
-        vif_module,
-        _MAC_PLAIN=never,
-        _RATE_DECIMAL=never,
-        _INTERVAL_DECIMAL=never,
-        _ULONG_DIGITS=never,
-        _SWAP=False,
+    with (
+        mock.patch.multiple(
+            vif_module,
+            _MAC_PLAIN=never,
+            _RATE_DECIMAL=never,
+            _INTERVAL_DECIMAL=never,
+            _ULONG_DIGITS=never,
+        ),
+        mock.patch.object(vif_module._DRAFTS, "swap", False),
     ):
         yield
 
@@ -579,7 +581,7 @@ def test_typical_specs_never_need_the_general_number_parsing(
 @pytest.mark.parametrize("spec", _TYPICAL)
 def test_results_are_real_frozen_vif_specs(spec: str) -> None:
     nic = parse_vif_spec(spec)
-    assert vif_module._SWAP  # the fast construction is in use on this interpreter
+    assert vif_module._DRAFTS.swap  # the fast construction is in use on this interpreter
     assert type(nic) is VifSpec
     rebuilt = VifSpec(**{f.name: getattr(nic, f.name) for f in dataclasses.fields(VifSpec)})
     assert nic == rebuilt and hash(nic) == hash(rebuilt) and repr(nic) == repr(rebuilt)

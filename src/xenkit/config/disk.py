@@ -19,9 +19,10 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, make_dataclass
-from typing import Any, overload
+from dataclasses import dataclass
+from typing import overload
 
+from xenkit.config.drafts import Drafts
 from xenkit.core.errors import UsageError
 
 __all__ = [
@@ -232,49 +233,7 @@ def parse_disk_spec(spec: str | Sequence[str], *, source: str = _SOURCE) -> Disk
     return _DiskParser(source).run([_cstring(s) for s in spec])
 
 
-def _mutable_twin(cls: type) -> type:
-    """A slotted dataclass with the fields and defaults of ``cls``, not frozen.
-
-    A frozen dataclass's ``__init__`` stores each field through
-    ``object.__setattr__``, several times the cost of a plain store; the
-    twin's ``__init__`` stores plainly. With the same slots it has the same
-    layout, so a finished twin can become a ``cls``: see :func:`_freeze`.
-    """
-    return make_dataclass(
-        f"_{cls.__name__}Draft",
-        [(f.name, f.type, field(default=f.default)) for f in fields(cls)],
-        slots=True,
-    )
-
-
-def _can_become(twin: type, cls: type) -> bool:
-    """Whether a ``twin`` turns by ``__class__`` assignment into the object ``cls()`` is."""
-    probe = twin()
-    try:
-        probe.__class__ = cls
-    except TypeError:
-        return False
-    reference = cls()
-    same = all(getattr(probe, f.name) is getattr(reference, f.name) for f in fields(cls))
-    return same and probe == reference
-
-
-_DiskDraft: Any = _mutable_twin(DiskSpec)
-_SWAP = _can_become(_DiskDraft, DiskSpec)
-
-
-def _freeze(draft: Any) -> DiskSpec:
-    """The ``DiskSpec`` with the draft's fields: the draft itself where it can be.
-
-    ``DiskSpec.__init__`` only stores its fields (there is no
-    ``__post_init__``), so a draft whose class is swapped is exactly the
-    object the constructor would have made.
-    """
-    if _SWAP:
-        draft.__class__ = DiskSpec
-        disk: DiskSpec = draft
-        return disk
-    return DiskSpec(**{name: getattr(draft, name) for name in _DiskDraft.__slots__})
+_DRAFTS = Drafts(DiskSpec)
 
 
 # ----- the scanner -------------------------------------------------------------
@@ -387,8 +346,8 @@ class _DiskParser:
         pdev_path, vdev, backend_domname = self.pdev_path, self.vdev, self.backend_domname
         script, colo_host, colo_export = self.script, self.colo_host, self.colo_export
         active_disk, hidden_disk = self.active_disk, self.hidden_disk
-        return _freeze(
-            _DiskDraft(
+        return _DRAFTS.freeze(
+            _DRAFTS.new(
                 pdev_path=None if pdev_path is None else pdev_path.decode(_UTF8, _ESCAPE),
                 vdev=None if vdev is None else vdev.decode(_UTF8, _ESCAPE),
                 backend_domname=(

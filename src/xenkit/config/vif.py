@@ -19,9 +19,10 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from xenkit.config.drafts import Drafts
 from xenkit.core.errors import UsageError
 
 __all__ = ["NicType", "VifSpec", "VifSpecError", "parse_vif_spec"]
@@ -320,7 +321,7 @@ _INTERVAL = re.compile(r"[0-9]+[mu]?s?")
 # Fast paths for the common spellings: where one of these matches, the code
 # beside it gives what the general code would (as argued there); where none
 # does, the general code runs. With all of them made never to match, and
-# _SWAP off, the parser is the plain one, which the tests compare it with.
+# _DRAFTS.swap off, the parser is the plain one, which the tests compare it with.
 _ULONG_DIGITS = re.compile(r"[0-9]+")
 _MAC_PLAIN = re.compile(r"([0-9A-Fa-f]{2})[:-]" * 5 + r"([0-9A-Fa-f]{2})")
 _HEX_PAIRS = {
@@ -346,57 +347,14 @@ class _FatalError(Exception):
         self.token = token
 
 
-def _mutable_twin(cls: type) -> type:
-    """A slotted dataclass with the fields and defaults of ``cls``, not frozen.
-
-    A frozen dataclass's ``__init__`` stores each field through
-    ``object.__setattr__``, several times the cost of a plain store, and
-    ``VifSpec`` has 65 fields; the twin's ``__init__`` stores plainly. With
-    the same slots it has the same layout, so a finished twin can become a
-    ``cls``: see :func:`_freeze`.
-    """
-    return make_dataclass(
-        f"_{cls.__name__}Draft",
-        [(f.name, f.type, field(default=f.default)) for f in fields(cls)],
-        slots=True,
-    )
-
-
-def _can_become(twin: type, cls: type) -> bool:
-    """Whether a ``twin`` turns by ``__class__`` assignment into the object ``cls()`` is."""
-    probe = twin()
-    try:
-        probe.__class__ = cls
-    except TypeError:
-        return False
-    reference = cls()
-    same = all(getattr(probe, f.name) is getattr(reference, f.name) for f in fields(cls))
-    return same and probe == reference
-
-
-_VifDraft: Any = _mutable_twin(VifSpec)
-_SWAP = _can_become(_VifDraft, VifSpec)
-
-
-def _freeze(draft: Any) -> VifSpec:
-    """The ``VifSpec`` with the draft's fields: the draft itself where it can be.
-
-    ``VifSpec.__init__`` only stores its fields (there is no
-    ``__post_init__``), so a draft whose class is swapped is exactly the
-    object the constructor would have made.
-    """
-    if _SWAP:
-        draft.__class__ = VifSpec
-        nic: VifSpec = draft
-        return nic
-    return VifSpec(**{name: getattr(draft, name) for name in _VifDraft.__slots__})
+_DRAFTS = Drafts(VifSpec)
 
 
 class _NicParser:
     """``parse_nic_config`` over the items of one spec, filling one draft nic.
 
     xl's nic is filled in place, each item overwriting what it sets, so the
-    draft is a mutable ``VifSpec`` (see :func:`_mutable_twin`) frozen once
+    draft is a mutable ``VifSpec`` (see ``xenkit.config.drafts``) frozen once
     at the end.
     """
 
@@ -405,7 +363,7 @@ class _NicParser:
     def __init__(self, source: str, *, lenient: bool) -> None:
         self.source = source
         self.lenient = lenient
-        self.nic: Any = _VifDraft()
+        self.nic: Any = _DRAFTS.new()
         self.unknown: list[str] = []
         self.warnings: list[str] = []
 
@@ -442,7 +400,7 @@ class _NicParser:
         nic = self.nic
         nic.unknown = tuple(self.unknown)
         nic.warnings = tuple(self.warnings)
-        return _freeze(nic)
+        return _DRAFTS.freeze(nic)
 
     def complain(self, message: str, token: str) -> None:
         """parse_nic_config returned 1: fatal on the command line only."""
