@@ -10,11 +10,17 @@ The master also forwards a local unix socket to dom0's command agent
 (``dom0agent``): a command sent there costs one process start in dom0
 instead of two, which halves a round trip under TCG. ``run`` uses it when
 it answers and falls back to a plain ``ssh host command`` when it does not.
+
+``forward_unix`` does the same for any other dom0 socket (xenstored's, a
+domain's QMP): the control side then speaks the socket's own protocol with
+the same client code that runs in dom0, at the price of one channel open per
+connection.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import select
@@ -28,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from xenkit.core.errors import OperationFailed
+from xenkit.core.errors import OperationFailed, UsageError
+from xenkit.lab.paths import check_socket_path
 from xenkit.lab.tools import require, run_tool
 
 
@@ -75,6 +82,10 @@ class SshEndpoint:
 #: Where dom0's agent listens (started by the image's dom0-boot).
 DOM0_AGENT_SOCKET = "/run/xenkit/agent.sock"
 
+#: Local ends of ``forward_unix`` sockets, beside the control socket; the name is a
+#: hash of the remote path, so any process finds (and cleans) the same socket.
+FORWARD_GLOB = "fwd-*.sock"
+
 Via = Literal["agent", "ssh"]
 
 
@@ -100,6 +111,7 @@ class SshSession:
         self.endpoint = endpoint
         self._ssh = require("ssh")
         self._agent = None if endpoint.agent_socket is None else AgentClient(endpoint.agent_socket)
+        self._forward_lock = threading.Lock()
 
     def _argv(self, *extra: str) -> list[str]:
         e = self.endpoint
@@ -139,6 +151,8 @@ class SshSession:
                 return False
         if done.returncode != 0 or not self.master_alive():
             return False
+        # A new master has no forwards: sockets left by an earlier one lead nowhere.
+        self._remove_forwards()
         self._forward_agent()
         return True
 
@@ -155,6 +169,65 @@ class SshSession:
             capture_output=True,
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
+
+    def forward_path(self, remote_path: str) -> Path:
+        """Where ``forward_unix(remote_path)`` puts (or has put) its local socket."""
+        digest = hashlib.sha256(remote_path.encode()).hexdigest()[:16]
+        return self.endpoint.control_path.parent / FORWARD_GLOB.replace("*", digest)
+
+    def forward_unix(self, remote_path: str) -> Path:
+        """A local unix socket whose every connection reaches ``remote_path`` in dom0.
+
+        The master serves it (``-O forward -L``), so connecting costs a channel open,
+        not a login. Idempotent per remote path, across processes too: the local name
+        is derived from the remote one, and a new or stopped master removes them all,
+        so an existing socket always belongs to the live master. A remote socket that
+        does not exist still forwards; each connection is then closed at once.
+        """
+        if not remote_path.startswith("/"):
+            raise UsageError(
+                f"remote socket path must be absolute: {remote_path!r}",
+                hint="give the full dom0 path, e.g. /run/xenstored/socket",
+            )
+        local = check_socket_path(self.forward_path(remote_path))
+        with self._forward_lock:
+            if local.exists():
+                return local
+            if not self.master_alive():
+                raise OperationFailed(
+                    f"cannot forward {remote_path}: no ssh master connection to the lab",
+                    hint="boot the lab (or wait for it) before forwarding sockets",
+                )
+            argv = self._argv(
+                "-o", "StreamLocalBindUnlink=yes",
+                "-O", "forward", "-L", f"{local}:{remote_path}",
+            )  # fmt: skip
+            try:
+                done = subprocess.run(
+                    argv,
+                    capture_output=True,
+                    text=True,
+                    errors="replace",
+                    stdin=subprocess.DEVNULL,
+                    timeout=15,
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise OperationFailed(
+                    f"ssh did not set up the forward to {remote_path} within 15 s",
+                    hint="the lab's ssh master may be stuck; Machine.loadvm or a reboot resets it",
+                ) from exc
+            if done.returncode != 0 or not local.exists():
+                local.unlink(missing_ok=True)
+                raise OperationFailed(
+                    f"ssh could not forward {local} to {remote_path} in dom0: "
+                    f"{(done.stderr or done.stdout).strip() or f'exit {done.returncode}'}",
+                    hint=f"see {self.endpoint.log}",
+                )
+            return local
+
+    def _remove_forwards(self) -> None:
+        for stale in self.endpoint.control_path.parent.glob(FORWARD_GLOB):
+            stale.unlink(missing_ok=True)
 
     def master_alive(self) -> bool:
         if not self.endpoint.control_path.exists():
@@ -175,6 +248,7 @@ class SshSession:
             self.endpoint.control_path.unlink(missing_ok=True)
         if self.endpoint.agent_socket is not None:
             self.endpoint.agent_socket.unlink(missing_ok=True)
+        self._remove_forwards()
 
     def wait(self, timeout: float) -> float:
         """Block until dom0 accepts the lab key; returns the seconds waited."""

@@ -1,0 +1,1 @@
+"""Reaching one Xen host: its xenstore, its toolstack, its QEMUs (see ARCHITECTURE.md)."""
