@@ -12,7 +12,7 @@ import json
 import platform
 import sys
 
-BENCHMARKS = ["bench_config"]
+BENCHMARKS = ["bench_config", "bench_lab"]
 
 
 def main(argv: list[str]) -> int:

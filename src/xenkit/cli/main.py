@@ -30,8 +30,10 @@ def cli(ctx: click.Context, as_json: bool, verbose: int, debug: bool) -> None:
 
 def _register() -> None:
     from xenkit.cli.config_cmds import config
+    from xenkit.cli.lab_cmds import lab
 
     cli.add_command(config)
+    cli.add_command(lab)
 
 
 _register()

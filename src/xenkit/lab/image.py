@@ -10,6 +10,7 @@ with nothing changed finds it and returns at once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -22,9 +23,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from xenkit.core.errors import OperationFailed, UsageError
+from xenkit.core.errors import OperationFailed, UsageError, XenkitError
 from xenkit.lab import debs, initramfs, scripts
 from xenkit.lab.debs import AptEnv, AptSources, DebPackage
 from xenkit.lab.paths import cache_root
@@ -77,6 +78,9 @@ MODULE_EXCLUDES: tuple[str, ...] = (
 #: Where the guest kit sits inside dom0, for xl configs.
 DOM0_GUEST_DIR = "/usr/share/xenkit/guest"
 
+_MANIFEST = "manifest.json"
+#: (size, mtime, inode) of each file when it was last hashed; see ``verify_entry``.
+_STAMP = ".verified.json"
 _BUILDER_MODULES = ("image.py", "debs.py", "initramfs.py", "scripts.py", "dom0agent.py")
 _FORMAT = 1
 
@@ -132,17 +136,27 @@ class LabImage:
     packages: Mapping[str, str]
     timings: Mapping[str, float]
     cache_hit: bool = False
+    #: Why the cache entry was built again (it was there but corrupt or incomplete).
+    rebuilt_because: str | None = None
 
     @classmethod
-    def load(cls, path: Path, *, cache_hit: bool = False) -> LabImage:
+    def load(
+        cls, path: Path, *, cache_hit: bool = False, rebuilt_because: str | None = None
+    ) -> LabImage:
         """Read an entry's manifest; raises OperationFailed if it is not a lab image."""
         try:
             m = json.loads((path / "manifest.json").read_text())
-        except (OSError, ValueError) as exc:
+            return cls._from_manifest(path, m, cache_hit, rebuilt_because)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
             raise OperationFailed(
-                f"{path} is not a lab image ({exc})",
-                hint="rebuild it: delete the directory and build again",
+                f"{path} is not a lab image ({type(exc).__name__}: {exc})",
+                hint="rebuild it: build again (a broken entry is replaced)",
             ) from exc
+
+    @classmethod
+    def _from_manifest(
+        cls, path: Path, m: dict[str, Any], cache_hit: bool, rebuilt_because: str | None
+    ) -> LabImage:
         return cls(
             key=m["key"],
             path=path,
@@ -161,6 +175,7 @@ class LabImage:
             packages=m["packages"],
             timings=m.get("timings", {}),
             cache_hit=cache_hit,
+            rebuilt_because=rebuilt_because,
         )
 
 
@@ -263,6 +278,12 @@ def image_key(spec: ImageSpec, inputs: _Inputs) -> str:
     )
 
 
+#: What building needs besides apt (which run_tool checks when it is first used).
+BUILD_TOOLS = ("mmdebstrap", "mke2fs", "qemu-img", "dpkg-deb", "ssh-keygen")
+#: Roughly what a build occupies in the cache while it runs (scratch tree, raw disk, image).
+BUILD_SPACE_MIB = 3072
+
+
 def build_image(
     spec: ImageSpec | None = None,
     *,
@@ -273,29 +294,41 @@ def build_image(
     """Return the cached image for ``spec``, building it first if needed.
 
     ``refresh`` re-fetches the package lists, the only way versions move;
-    without it a warm call only reads a few small files.
+    without it a warm call only reads a few small files (and needs no build
+    tool). A cache entry that fails its manifest check (a file missing, of the
+    wrong size or hash) or has no manifest is reported through ``progress``
+    (stage ``"corrupt"``) and built again. A failed build, a full disk
+    included, leaves nothing in the cache but its package downloads.
     """
     spec = spec or ImageSpec()
     report = progress or _noop
     if spec.disk_size_mib < 1024:
         raise UsageError("the lab root disk needs at least 1024 MiB", hint="raise disk_size_mib")
     root = cache_dir or cache_root()
-    for program in ("mmdebstrap", "mke2fs", "qemu-img", "dpkg-deb", "apt-get", "ssh-keygen"):
-        require(program)
     apt = AptEnv(root / "apt", spec.sources)
-    with apt.locked():
-        if apt.ensure_lists(refresh=refresh) or refresh:
-            report("resolve", "fetched package lists")
-        inputs = _resolve(apt, spec, report)
+    if refresh or not apt.has_lists():
+        # Network and minutes ahead: fail now, not after them, if a build tool is missing.
+        _require_build_tools()
+    try:
+        with apt.locked():
+            if apt.ensure_lists(refresh=refresh) or refresh:
+                report("resolve", "fetched package lists")
+            inputs = _resolve(apt, spec, report)
+    except OSError as exc:
+        raise _disk_error(exc, root) from exc
+    except OperationFailed as exc:
+        raise _disk_error(exc, root) from exc
     key = image_key(spec, inputs)
     final = root / key[:32]
-    if (final / "manifest.json").exists():
-        report("cached", str(final))
-        return LabImage.load(final, cache_hit=True)
+    found = _cached(final, report)
+    if found is not None:
+        return found
     with _locked(root / f".lock-{key[:32]}"):
-        if (final / "manifest.json").exists():
-            report("cached", str(final))
-            return LabImage.load(final, cache_hit=True)
+        found = _cached(final, report)
+        if found is not None:
+            return found
+        problem = verify_entry(final) if final.exists() else None
+        _require_build_tools()
         if os.geteuid() != 0:
             # mmdebstrap's unshare mode would leave subuid owners in the tree and mke2fs -d
             # would copy them into the disk: refuse rather than build a broken image.
@@ -304,22 +337,145 @@ def build_image(
                 hint="build once as root (e.g. sudo); using a built image does not need root",
             )
         _sweep(root)
-        work = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=root))
+        work: Path | None = None
+        failure: OSError | OperationFailed | None = None
         try:
-            _Builder(spec, inputs, apt, key, work, report).run()
-            if final.exists():
+            if problem is not None:
+                report("corrupt", f"cache entry {final.name} is {problem}; rebuilding it")
                 shutil.rmtree(final)
+            work = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=root))
+            _Builder(spec, inputs, apt, key, work, report).run()
             (work / "image").rename(final)
+        except (OSError, OperationFailed) as exc:
+            failure = exc
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
+        if failure is not None:
+            # Said after the scratch tree is gone, so the free space it reports is real.
+            raise _disk_error(failure, root) from failure
     report("done", str(final))
-    return LabImage.load(final)
+    return LabImage.load(final, rebuilt_because=problem)
+
+
+def _require_build_tools() -> None:
+    for program in BUILD_TOOLS:
+        require(program)
+
+
+def _cached(final: Path, report: Progress) -> LabImage | None:
+    """The entry at ``final`` if it is complete and intact; None to (re)build it."""
+    if not (final / "manifest.json").exists():
+        return None
+    if verify_entry(final) is not None:
+        return None
+    image = LabImage.load(final, cache_hit=True)
+    report("cached", str(final))
+    return image
+
+
+def _file_digests(directory: Path) -> dict[str, dict[str, object]]:
+    """Size and SHA-256 of every file of an entry (the manifest and stamp excepted)."""
+    out: dict[str, dict[str, object]] = {}
+    for path in sorted(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if path.is_file() and rel not in (_MANIFEST, _STAMP):
+            out[rel] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _stat_key(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _write_stamp(directory: Path, names: list[str]) -> None:
+    stamp = {name: _stat_key(directory / name) for name in names}
+    _atomic_write(directory / _STAMP, json.dumps(stamp))
+
+
+def verify_entry(directory: Path) -> str | None:
+    """What is wrong with a cache entry, or None if it is intact.
+
+    Every file the manifest lists must be there with its size; its SHA-256 is
+    checked too unless the file's (size, mtime, inode) still match the ones
+    recorded when it was last hashed, which keeps a warm build at a few stat
+    calls while an entry that was written to, truncated or replaced since is
+    hashed (and found out) again.
+    """
+    try:
+        manifest = json.loads((directory / _MANIFEST).read_text())
+    except FileNotFoundError:
+        return "incomplete (no manifest.json: a build stopped half way)"
+    except (OSError, ValueError) as exc:
+        return f"corrupt (unreadable manifest.json: {exc})"
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not files:
+        return "corrupt (its manifest lists no file hashes)"
+    try:
+        stamp = json.loads((directory / _STAMP).read_text())
+    except (OSError, ValueError):
+        stamp = {}
+    rehashed = False
+    for name, want in files.items():
+        path = directory / name
+        try:
+            key = _stat_key(path)
+        except OSError:
+            return f"corrupt ({name} is missing)"
+        if key[0] != want.get("size"):
+            return f"corrupt ({name} is {key[0]} bytes, the manifest says {want.get('size')})"
+        if stamp.get(name) == key:
+            continue
+        if _sha256(path) != want.get("sha256"):
+            return f"corrupt ({name} does not match its SHA-256 in the manifest)"
+        rehashed = True
+    if rehashed:
+        with contextlib.suppress(OSError):
+            _write_stamp(directory, list(files))
+    return None
+
+
+def _disk_error(exc: OSError | OperationFailed, root: Path) -> XenkitError:
+    """A full disk said as such (with the space left), anything else unchanged."""
+    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or (
+        "No space left on device" in str(exc)
+    )
+    if not full:
+        return (
+            exc
+            if isinstance(exc, OperationFailed)
+            else OperationFailed(f"building the lab image failed: {exc}", hint=f"cache: {root}")
+        )
+    try:
+        free = shutil.disk_usage(root).free >> 20
+    except OSError:
+        free = 0
+    return OperationFailed(
+        f"disk full while building the lab image in {root} ({free} MiB left); "
+        "the partial build was removed",
+        hint=f"a build needs about {BUILD_SPACE_MIB} MiB free there: free some space or "
+        "point XDG_CACHE_HOME at a bigger disk",
+    )
 
 
 def cached_images(cache_dir: Path | None = None) -> list[LabImage]:
     """Complete images in the cache, newest first."""
     root = cache_dir or cache_root()
-    found = [LabImage.load(p.parent) for p in root.glob("*/manifest.json")]
+    found = []
+    for manifest in root.glob("*/manifest.json"):
+        with contextlib.suppress(OperationFailed, OSError):
+            image = LabImage.load(manifest.parent)
+            image.root_disk.stat()
+            found.append(image)
     return sorted(found, key=lambda i: i.root_disk.stat().st_mtime, reverse=True)
 
 
@@ -387,7 +543,7 @@ class _Builder:
         packages = debs.installed_packages(rootfs)
         with self.stage("disk", f"ext4 {self.spec.disk_size_mib} MiB -> qcow2"):
             self._disk(rootfs)
-        manifest = {
+        manifest: dict[str, object] = {
             "format": _FORMAT,
             "key": self.key,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -399,7 +555,12 @@ class _Builder:
             "packages": packages,
             "timings": self.timings,
         }
-        _atomic_write(self.out / "manifest.json", json.dumps(manifest, indent=1))
+        with self.stage("manifest", "hashing the image files"):
+            digests = _file_digests(self.out)
+            manifest["files"] = digests
+            _write_stamp(self.out, list(digests))
+        # Written last: an entry with a manifest is complete.
+        _atomic_write(self.out / _MANIFEST, json.dumps(manifest, indent=1))
 
     def _stage1(self, moddir: Path, busybox: bytes) -> None:
         index = initramfs.module_index(moddir)

@@ -77,19 +77,35 @@ hostname -F /etc/hostname
 xenstored=oxenstored
 sshkey=
 ip=198.51.100.15/24
+usermac=
+bridgeip=192.0.2.1/24
+joinmac=
 for arg in $(cat /proc/cmdline); do
     case $arg in
     xenkit.xenstored=*) xenstored=${arg#*=} ;;
     xenkit.sshkey=*) sshkey=${arg#*=} ;;
     xenkit.ip=*) ip=${arg#*=} ;;
+    xenkit.usermac=*) usermac=${arg#*=} ;;
+    xenkit.bridgeip=*) bridgeip=${arg#*=} ;;
+    xenkit.joinmac=*) joinmac=${arg#*=} ;;
+    xenkit.hostname=*) hostname "${arg#*=}" ;;
     esac
 done
+# The NIC with a given MAC (names depend on probe order; MACs are on the command line).
+nic() {
+    for d in /sys/class/net/*; do
+        [ "$(cat "$d/address" 2>/dev/null)" = "$1" ] && { echo "${d##*/}"; return 0; }
+    done
+    return 1
+}
 
 modprobe -a virtio_net xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs \
     xen-blkback xen-netback bridge tun loop || fail "modprobe"
 
 ip link set lo up
-ip addr add "$ip" dev eth0 && ip link set eth0 up || echo "xenkit-lab: no eth0"
+usernic=eth0
+[ -n "$usermac" ] && usernic=$(nic "$usermac")
+ip addr add "$ip" dev "$usernic" && ip link set "$usernic" up || echo "xenkit-lab: no user NIC"
 mkdir -p /run/sshd /var/log
 if [ -n "$sshkey" ]; then
     printf 'ssh-ed25519 %s xenkit-lab\n' "$sshkey" > /etc/ssh/xenkit_authorized_keys
@@ -117,8 +133,14 @@ done
 /usr/lib/xen-4.17/bin/xenconsoled --pid-file=/run/xenconsoled.pid --log=guest \
     --log-dir=/var/log/xen/console || fail "xenconsoled"
 
+# The guest bridge; the join NIC is a port of it, so joined labs share one segment.
 ip link add xenbr0 type bridge stp_state 0 forward_delay 0 || fail "bridge xenbr0"
-ip addr add 192.0.2.1/24 dev xenbr0
+ip addr add "$bridgeip" dev xenbr0 || fail "address $bridgeip on xenbr0"
+if [ -n "$joinmac" ]; then
+    joinnic=$(nic "$joinmac") || fail "no NIC with the join MAC $joinmac"
+    ip link set xenbr0 address "$joinmac"
+    ip link set "$joinnic" master xenbr0 up || fail "join NIC $joinnic into xenbr0"
+fi
 ip link set xenbr0 up
 
 xl info > /run/xenkit-xl-info 2>&1 || fail "xl info: $(tail -n 3 /run/xenkit-xl-info)"

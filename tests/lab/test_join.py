@@ -1,0 +1,204 @@
+"""Joined labs: two real labs on one private segment, and the switch between them.
+
+``xenkit lab up jb --join ja`` puts jb on ja's network: their dom0s are
+192.0.2.1 and .2 on xenbr0, reach each other over a unix-socket switch, and
+trust each other for root SSH (what ``xl migrate`` needs). The switch itself
+is also tested without a lab, on plain unix sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xenkit.cli import lab_cmds
+from xenkit.cli.main import main
+from xenkit.lab import LabImage, list_labs, network
+
+A, B = "ja", "jb"
+
+
+def cli_json(*args: str) -> tuple[int, Any]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["--json", *args])
+    try:
+        return rc, json.loads(out.getvalue())
+    except ValueError as exc:
+        raise AssertionError(f"rc {rc}: {out.getvalue()!r} {err.getvalue()!r}") from exc
+
+
+@pytest.fixture(scope="module")
+def joined(tmp_path_factory: pytest.TempPathFactory, lab_image: LabImage) -> Iterator[Path]:
+    """Labs ja and jb, jb joined to ja; yields the state dir."""
+    home = tmp_path_factory.mktemp("xdg")
+    labs = home / "xenkit" / "labs"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_STATE_HOME", str(home))
+        try:
+            rc, data = cli_json("lab", "up", A)
+            assert rc == 0, data
+            rc, data = cli_json("lab", "up", B, "--join", A)
+            assert rc == 0, data
+            assert data["network"]["name"] == A
+            assert data["network"]["address"] == "192.0.2.2"
+            assert data["network"]["reachable"] == {A: True}
+            yield labs
+        finally:
+            for m in list_labs(labs):
+                m.destroy()
+            lab_cmds._MACHINES.clear()
+
+
+def run_in(lab: str, command: str) -> dict[str, Any]:
+    rc, data = cli_json("lab", "exec", lab, "--", command)
+    assert rc == data.get("returncode", rc), data
+    return dict(data)
+
+
+@pytest.mark.lab
+def test_the_dom0s_ping_each_other(joined: Path) -> None:
+    r = run_in(A, "busybox ping -c 3 -W 3 192.0.2.2")
+    assert r["returncode"] == 0, r
+    assert "3 packets received" in r["stdout"]
+    r = run_in(B, "busybox ping -c 3 -W 3 192.0.2.1")
+    assert r["returncode"] == 0, r
+    r = run_in(A, "ip -o addr show xenbr0; bridge link")
+    assert "inet 192.0.2.1/24" in r["stdout"] and "master xenbr0" in r["stdout"]
+
+
+@pytest.mark.lab
+def test_dom0_sshes_to_the_other_as_root(joined: Path) -> None:
+    r = run_in(A, "ssh -o BatchMode=yes root@192.0.2.2 true")
+    assert r["returncode"] == 0, r
+    r = run_in(A, f"ssh -o BatchMode=yes root@{B} hostname")
+    assert (r["returncode"], r["stdout"]) == (0, f"{B}\n"), r
+    r = run_in(B, f"ssh -o BatchMode=yes root@{A} xl info -n | grep -c xen_version")
+    assert (r["returncode"], r["stdout"]) == (0, "1\n"), r
+
+
+@pytest.mark.lab
+def test_list_shows_the_network(joined: Path) -> None:
+    _, data = cli_json("lab", "list")
+    rows = {r["name"]: r for r in data["labs"]}
+    assert (rows[A]["network"], rows[A]["address"]) == (A, "192.0.2.1")
+    assert (rows[B]["network"], rows[B]["address"]) == (A, "192.0.2.2")
+    assert network.switch_pid(joined, A) is not None
+
+
+@pytest.mark.lab
+def test_nothing_leaves_unix_sockets_and_localhost(joined: Path) -> None:
+    """QEMU's only netdevs: user networking forwarding 127.0.0.1 (restricted), and the
+    join NIC's stream server on a unix socket in the lab's own directory."""
+    for name in (A, B):
+        m = lab_cmds.machine(name)
+        st = m.state
+        assert st is not None
+        argv = Path(f"/proc/{st.pid}/cmdline").read_bytes().decode().split("\0")
+        netdevs = [argv[i + 1] for i, word in enumerate(argv) if word in ("-netdev", "-nic")]
+        assert len(netdevs) == 2, netdevs
+        user, join = netdevs
+        assert user.startswith("user,") and "restrict=on" in user
+        assert f"hostfwd=tcp:127.0.0.1:{st.ssh_port}-:22" in user
+        assert join == (f"stream,id=join0,server=on,addr.type=unix,addr.path={m.paths.join_socket}")
+
+
+@pytest.mark.lab
+def test_joining_a_lab_that_is_not_running(joined: Path) -> None:
+    rc, data = cli_json("lab", "up", "jc", "--join", "nosuch")
+    assert rc == 2 and "is not running" in data["error"]["message"]
+    rc, data = cli_json("lab", "up", "jc", "--join", "jc")
+    assert rc == 2 and "cannot join itself" in data["error"]["message"]
+    assert not (joined / "jc").exists()
+
+
+@pytest.mark.lab
+def test_the_switch_goes_when_the_members_do(joined: Path) -> None:
+    assert cli_json("lab", "down", B)[0] == 0
+    time.sleep(0.5)
+    assert network.switch_pid(joined, A) is not None  # ja is still a member
+    assert cli_json("lab", "destroy", A)[0] == 0
+    deadline = time.monotonic() + 15
+    while network.switch_pid(joined, A) is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert network.switch_pid(joined, A) is None
+
+
+# -- the switch, on plain sockets -------------------------------------------------------
+
+
+def frame(dst: str, src: str, payload: bytes = b"x" * 50) -> bytes:
+    mac = bytes.fromhex
+    return mac(dst.replace(":", "")) + mac(src.replace(":", "")) + b"\x08\x00" + payload
+
+
+def framed(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def test_frames_are_cut_from_the_stream() -> None:
+    one, two = frame("ff:ff:ff:ff:ff:ff", "52:54:00:c0:02:01"), frame("a" * 12, "b" * 12)
+    buf = bytearray(framed(one) + framed(two)[:7])
+    assert list(network.frames(buf)) == [one]
+    buf += framed(two)[7:]
+    assert list(network.frames(buf)) == [two]
+    assert buf == b""
+    with pytest.raises(ValueError):
+        list(network.frames(bytearray(struct.pack(">I", 1 << 30))))
+
+
+def test_switch_floods_then_learns(tmp_path: Path) -> None:
+    servers = {}
+    for name in "abc":
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(str(tmp_path / f"{name}.sock"))
+        srv.listen(1)
+        servers[name] = srv
+    switch = network.Switch()
+    for i, name in enumerate("abc"):
+        assert switch.add(name, i, tmp_path / f"{name}.sock")
+    peers = {name: srv.accept()[0] for name, srv in servers.items()}
+    for s in peers.values():
+        s.settimeout(2)
+
+    def pump() -> None:
+        for _ in range(5):
+            switch.poll(0.05)
+
+    mac_a, mac_b = "52:54:00:c0:02:01", "52:54:00:c0:02:02"
+    hello = frame("ff:ff:ff:ff:ff:ff", mac_a)
+    peers["a"].sendall(framed(hello))
+    pump()
+    assert peers["b"].recv(4096) == framed(hello)
+    assert peers["c"].recv(4096) == framed(hello)
+    reply = frame(mac_a, mac_b)
+    peers["b"].sendall(framed(reply))
+    pump()
+    assert peers["a"].recv(4096) == framed(reply)
+    peers["c"].setblocking(False)
+    with pytest.raises(BlockingIOError):
+        peers["c"].recv(4096)  # a's address was learnt: unicast went to a only
+    peers["a"].close()
+    pump()
+    assert "a" not in switch.ports
+    assert not switch.add("gone", 9, tmp_path / "nothing.sock")
+
+
+def test_member_addresses_and_macs() -> None:
+    assert network.dom0_address(1) == "192.0.2.1"
+    assert network.bridge_cidr(2) == "192.0.2.2/24"
+    assert network.join_mac(10) == "52:54:00:c0:02:0a"
+    members = [
+        network.Member("a", 1, Path("a"), 1, 1, ""),
+        network.Member("c", 3, Path(), 1, 1, ""),
+    ]
+    assert network.free_index(members) == 2
