@@ -1,0 +1,143 @@
+"""``python3 xenkit-dom0.pyz COMMAND``: the dom0 zipapp's entry point.
+
+Commands:
+
+``version``
+    one JSON line: xenkit's version, the archive's source hash, Python's version.
+``selftest [--json]``
+    imports every module in the archive and looks at the host (dom0?
+    xenstored, xl, ``xen.lowlevel.xc``); exits 0 when the archive itself
+    works, whatever the host lacks (those checks only inform).
+
+Standard library only: this runs on the Xen host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import platform
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import xenkit
+
+#: Where Debian's (and most distributions') Xen keeps its Python bindings.
+XEN_PYTHON_GLOBS = ("/usr/lib/xen-*/lib/python", "/usr/lib/xen/lib/python")
+XENSTORED_SOCKETS = ("/run/xenstored/socket", "/var/run/xenstored/socket")
+MIN_PYTHON = (3, 9)
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    #: A required check failing means the archive does not work here.
+    required: bool = False
+
+
+def build_info() -> dict[str, str]:
+    try:
+        data = pkgutil.get_data("xenkit.dom0", "build.json")
+    except OSError:
+        data = None
+    if not data:
+        return {}
+    info: dict[str, str] = json.loads(data)
+    return info
+
+
+def version() -> dict[str, str]:
+    info = build_info()
+    return {
+        "xenkit": xenkit.__version__,
+        "build": info.get("source_hash", "unknown"),
+        "python": platform.python_version(),
+        "archive": str(Path(sys.argv[0]).resolve()) if sys.argv and sys.argv[0] else "",
+    }
+
+
+def _modules() -> list[str]:
+    names = ["xenkit"]
+    for info in pkgutil.walk_packages(xenkit.__path__, "xenkit."):
+        if not info.name.endswith("__main__"):
+            names.append(info.name)
+    return names
+
+
+def selftest() -> list[Check]:
+    checks = [
+        Check(
+            "python",
+            sys.version_info[:2] >= MIN_PYTHON,
+            f"{platform.python_version()} (needs {'.'.join(map(str, MIN_PYTHON))}+)",
+            required=True,
+        )
+    ]
+    for name in _modules():
+        try:
+            importlib.import_module(name)
+            checks.append(Check(f"import {name}", True, "ok", required=True))
+        except Exception as exc:
+            checks.append(Check(f"import {name}", False, f"{type(exc).__name__}: {exc}", True))
+    try:
+        caps = Path("/proc/xen/capabilities").read_text().strip()
+    except OSError as exc:
+        caps = ""
+        dom0 = Check("dom0", False, f"/proc/xen/capabilities: {exc.strerror}")
+    else:
+        dom0 = Check("dom0", "control_d" in caps, caps or "not dom0 (no control_d)")
+    checks.append(dom0)
+    socket = next((p for p in XENSTORED_SOCKETS if Path(p).exists()), None)
+    checks.append(Check("xenstored", socket is not None, socket or "no xenstored socket"))
+    xl = shutil.which("xl") or next(
+        (p for p in ("/usr/sbin/xl", "/usr/local/sbin/xl") if Path(p).exists()), None
+    )
+    checks.append(Check("xl", xl is not None, xl or "xl not found"))
+    checks.append(_xc_check())
+    return checks
+
+
+def _xc_check() -> Check:
+    for pattern in XEN_PYTHON_GLOBS:
+        for found in sorted(Path("/").glob(pattern.lstrip("/"))):
+            path = str(found)
+            if path not in sys.path:
+                sys.path.append(path)
+    try:
+        module = importlib.import_module("xen.lowlevel.xc")
+    except ImportError as exc:
+        return Check("xen.lowlevel.xc", False, str(exc))
+    return Check("xen.lowlevel.xc", True, getattr(module, "__file__", None) or "built in")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="xenkit-dom0.pyz", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("version", help="print versions as one JSON line")
+    st = sub.add_parser("selftest", help="check the archive and the host")
+    st.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    args = parser.parse_args(argv)
+    if args.command == "version":
+        print(json.dumps(version(), sort_keys=True))
+        return 0
+    checks = selftest()
+    ok = all(c.ok for c in checks if c.required)
+    if args.json:
+        print(json.dumps({"ok": ok, "checks": [asdict(c) for c in checks]}, sort_keys=True))
+    else:
+        for c in checks:
+            mark = "ok  " if c.ok else ("FAIL" if c.required else "no  ")
+            print(f"{mark} {c.name}: {c.detail}")
+        print("selftest passed" if ok else "selftest FAILED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
