@@ -172,6 +172,25 @@ def test_block_attach_list_detach_and_qmp(host: Host, lab_image: LabImage) -> No
     assert "QEMU" in (no_qemu.value.hint or "")
 
 
+def test_blkback_disk_through_the_block_hotplug_script(host: Host, lab_image: LabImage) -> None:
+    """A file disk served by blkback: Xen's own block script sets up a loop device.
+
+    The script takes its lock through /dev/fd; without it the attach spins until
+    libxl gives up after 10 s.
+    """
+    host.run(f"truncate -s 8M {RAW}", check=True)
+    d = host.xl.create(kit_config(lab_image, "phy"))
+    start = time.monotonic()
+    row = host.xl.block_attach(d, f"format=raw,vdev=xvdb,access=rw,target={RAW}")
+    assert row is not None and row.vdev == "xvdb"
+    assert time.monotonic() - start < 9, "the block script should not wait for libxl's timeout"
+    (disk,) = host.xl.block_list(d)
+    assert disk.backend == "vbd"
+    assert RAW in host.run(["losetup", "-a"], check=True).stdout
+    host.xl.block_detach(d, "xvdb")
+    assert host.xl.block_list(d) == []
+
+
 def test_network_attach_and_detach(host: Host, lab_image: LabImage) -> None:
     d = host.xl.create(kit_config(lab_image, "net"))
     assert host.xl.network_list(d) == []

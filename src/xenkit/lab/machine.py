@@ -173,6 +173,11 @@ class BootOptions:
             # Scrubbing all free RAM at boot costs TCG time and makes QEMU resident
             # for the whole -m (2.4 GiB instead of 0.7 GiB with 2 GiB); a lab needs no scrub.
             "bootscrub=0",
+            # Under TCG a loaded host can starve the guest for seconds, and a
+            # snapshot load jumps time: the ACPI PM timer (24 bits, wraps in 4.7 s)
+            # then "unexpectedly wraps" and Xen's time goes wrong. The HPET
+            # counter wraps after 42 s.
+            "clocksource=hpet",
             "loglvl=all",
             "guest_loglvl=all",
             *self.xen_args,
