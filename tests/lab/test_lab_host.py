@@ -23,11 +23,12 @@ pytestmark = pytest.mark.lab
 
 
 def wait_for_line(lab: Machine, path: str, text: str, timeout: float) -> str:
+    """The first whole line holding ``text`` (a device model may be mid-write)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        out = lab.run(["grep", "-a", text, path]).stdout.strip()
-        if out:
-            return out
+        out = lab.run(["grep", "-a", text, path]).stdout
+        if "\n" in out:
+            return out.split("\n", 1)[0].strip()
         time.sleep(0.3)
     raise AssertionError(f"{text!r} not in {path} after {timeout} s")
 

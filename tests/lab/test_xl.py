@@ -176,7 +176,8 @@ def test_blkback_disk_through_the_block_hotplug_script(host: Host, lab_image: La
     """A file disk served by blkback: Xen's own block script sets up a loop device.
 
     The script takes its lock through /dev/fd; without it the attach spins until
-    libxl gives up after 10 s.
+    libxl gives up after 10 s. (No detach here: the kit guest never connects its
+    frontends, so a safe remove would wait for a frontend that never answers.)
     """
     host.run(f"truncate -s 8M {RAW}", check=True)
     d = host.xl.create(kit_config(lab_image, "phy"))
@@ -187,8 +188,6 @@ def test_blkback_disk_through_the_block_hotplug_script(host: Host, lab_image: La
     (disk,) = host.xl.block_list(d)
     assert disk.backend == "vbd"
     assert RAW in host.run(["losetup", "-a"], check=True).stdout
-    host.xl.block_detach(d, "xvdb")
-    assert host.xl.block_list(d) == []
 
 
 def test_network_attach_and_detach(host: Host, lab_image: LabImage) -> None:
