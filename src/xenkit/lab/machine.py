@@ -228,6 +228,10 @@ class LabPaths:
     def serial_log(self) -> Path:
         return self.root / "serial.log"
 
+    def snapshot_console(self, tag: str) -> Path:
+        """The console as it was when snapshot ``tag`` was saved: the restored host's past."""
+        return self.root / "snapshots" / f"{tag}.console"
+
     @property
     def qemu_log(self) -> Path:
         return self.root / "qemu.log"
@@ -332,7 +336,7 @@ def qemu_command(
         "-no-reboot",
         "-chardev",
         f"socket,id=serial0,path={paths.console_socket},server=on,wait=off,"
-        f"logfile={paths.serial_log},logappend=off",
+        f"logfile={paths.serial_log},logappend={'on' if loadvm else 'off'},",
         "-serial", "chardev:serial0",
         "-qmp", f"unix:{paths.qmp},server=on,wait=off",
         "-netdev", netdev,
@@ -637,6 +641,7 @@ class Machine:
         fresh: bool = False,
         timeout: float = 300.0,
         progress: Progress | None = None,
+        ssh_port: int | None = None,
     ) -> float:
         """Start QEMU and wait until the toolstack is up and SSH answers.
 
@@ -670,6 +675,14 @@ class Machine:
         p.ssh_log.write_text("")
         for stale in (*p.sockets(), p.serial_log):
             stale.unlink(missing_ok=True)
+        console_from = 0
+        if snapshot is not None:
+            # The restored host's console begins with what it had printed when saved.
+            with contextlib.suppress(FileNotFoundError):
+                shutil.copyfile(p.snapshot_console(snapshot), p.serial_log)
+                console_from = p.serial_log.stat().st_size
+        elif fresh or previous is None:
+            shutil.rmtree(p.root / "snapshots", ignore_errors=True)
         self._console = None
         self._session = None
         report("boot", f"starting QEMU for lab {self.name}")
@@ -677,7 +690,8 @@ class Machine:
         proc: subprocess.Popen[bytes] | None = None
         try:
             for attempt in range(3):
-                port = free_port()
+                # A lab coming back keeps its port when it can: scripts hold on to it.
+                port = ssh_port if attempt == 0 and ssh_port else free_port()
                 argv = qemu_command(
                     image, p, options, ssh_port=port, ssh_key_blob=blob, loadvm=snapshot
                 )
@@ -710,6 +724,7 @@ class Machine:
                 options=asdict(options),
                 booted_at=time.time(),
                 snapshots=previous.snapshots if previous and not fresh else [],
+                console_from=console_from,
                 base_digest=base_digest(image),
             ).write(p.state)
             if snapshot is None:
@@ -755,8 +770,15 @@ class Machine:
                 f"lab {self.name!r} has no snapshot {tag!r}",
                 hint=f"its snapshots: {', '.join(self.snapshots()) or 'none'}",
             )
-        self.clean_stale()
-        return self.boot(image, self.options(), snapshot=tag, timeout=timeout, progress=progress)
+        previous = self.clean_stale()
+        return self.boot(
+            image,
+            self.options(),
+            snapshot=tag,
+            timeout=timeout,
+            progress=progress,
+            ssh_port=previous.ssh_port if previous is not None else None,
+        )
 
     def _prepare_overlay(
         self,
@@ -863,6 +885,10 @@ class Machine:
             out = q.hmp(f"savevm {tag}")
         if out.strip():
             raise OperationFailed(f"savevm {tag} failed: {out.strip()}")
+        saved = self.paths.snapshot_console(tag)
+        saved.parent.mkdir(exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.copyfile(self.paths.serial_log, saved)
         st = self.state
         if st is not None and tag not in st.snapshots:
             st.snapshots.append(tag)
@@ -870,26 +896,41 @@ class Machine:
         return time.monotonic() - start
 
     def loadvm(self, tag: str, *, timeout: float = 60.0) -> float:
-        """Return the running host to snapshot ``tag``; seconds until SSH works again."""
+        """Return the running host to snapshot ``tag``; seconds until SSH works again.
+
+        The snapshot is loaded by a new QEMU (``-loadvm``), not by ``loadvm`` in the
+        running one. Within one process TCG never lets a guest's TSC go back, so after
+        an in-place load the TSC stays in the present while the HPET and the local APIC
+        timers return to the snapshot; Xen's TSC-based clock then runs ahead of its
+        platform timer and Xen slows it down for the HPET to catch up, so that a
+        ``sleep 1`` in dom0 can take 20 s. A new process starts the TSC from the
+        snapshot along with everything else, and costs a fraction of a second.
+        """
         _check_tag(tag)
-        start = time.monotonic()
-        ssh = self.ssh
-        # The master's TCP state belongs to the present; the restored guest has another.
-        ssh.stop_master()
-        with self.qmp() as q:
-            out = q.hmp(f"loadvm {tag}")
-        if out.strip():
-            raise OperationFailed(
-                f"loadvm {tag} failed: {out.strip()}",
-                hint=f"saved snapshots: {', '.join(self.snapshots()) or 'none'}",
+        st = self.require_running()
+        if tag not in self.snapshots():
+            raise UsageError(
+                f"lab {self.name!r} has no snapshot {tag!r}",
+                hint=f"its snapshots: {', '.join(self.snapshots()) or 'none'}",
             )
-        # What the console said before belongs to a past the host no longer has.
-        st = self.state
-        if st is not None:
-            with contextlib.suppress(OSError):
-                st.console_from = self.paths.serial_log.stat().st_size
-            st.write(self.paths.state)
-        ssh.wait(timeout)
+        start = time.monotonic()
+        image = LabImage.load(Path(st.image))
+        options = self.options()
+        self.ssh.stop_master()
+        with contextlib.suppress(OperationFailed, OSError), self.qmp() as q:
+            q.execute("quit")
+        if not self._wait_exit(st.pid, 10.0):
+            self.kill()
+        self._cleanup()
+        try:
+            self.boot(image, options, snapshot=tag, timeout=timeout, ssh_port=st.ssh_port)
+        except OperationFailed as e:
+            tail = [line for line in self.console_lines() if line.strip()][-8:]
+            raise OperationFailed(
+                f"lab {self.name} could not return to {tag}: {e.message}; its console: "
+                + (" / ".join(tail) if tail else "nothing"),
+                hint=e.hint or f"boot it afresh: xenkit lab up {self.name} --fresh",
+            ) from e
         return time.monotonic() - start
 
     def delvm(self, tag: str) -> None:
@@ -903,6 +944,7 @@ class Machine:
             run_tool(["qemu-img", "snapshot", "-d", tag, self.paths.overlay], what="qemu-img")
         else:
             raise UsageError(f"lab {self.name!r} has no snapshot {tag!r}")
+        self.paths.snapshot_console(tag).unlink(missing_ok=True)
         st = self.state
         if st is not None and tag in st.snapshots:
             st.snapshots.remove(tag)
