@@ -33,13 +33,17 @@ def lab_session(lab_image: LabImage, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture
 def lab(lab_session: Machine, lab_image: LabImage) -> Machine:
-    """The session's lab, as it was right after boot.
+    """The session's lab, as it was right after boot."""
+    return restore_clean(lab_session, lab_image)
 
-    Restarted from the snapshot if a previous test crashed it. If the restored
-    host does not answer (under TCG on a loaded machine, a restored dom0 can lose
-    its timers), the lab is booted afresh and the clean snapshot taken again:
-    one lost snapshot must not fail every test after it. A lab that cannot be
-    booted at all still fails the test.
+
+def restore_clean(lab_session: Machine, lab_image: LabImage) -> Machine:
+    """Return the session's lab to its clean snapshot (for fixtures of any scope).
+
+    Restarted from the snapshot if a previous test crashed or stopped it. If the
+    restored host does not answer, the lab is booted afresh and the clean snapshot
+    taken again: one lost snapshot must not fail every test after it. A lab that
+    cannot be booted at all still fails the test.
     """
     try:
         if lab_session.is_running():

@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
+from tests.lab.conftest import restore_clean
 from tests.unit.corpus_files import CONFIG_FILES, ident
 from xenkit.config import ConfigFile, check, check_file, parse_disk_spec, parse_vif_spec
 from xenkit.config.findings import Severity
 from xenkit.config.values import Items, Scalar
-from xenkit.lab import Machine
+from xenkit.lab import LabImage, Machine
 
 pytestmark = pytest.mark.lab
 
@@ -93,7 +94,8 @@ def corpus_specs(key: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def xl_create(lab_session: Machine) -> dict[str, tuple[int, str, str]]:
+def xl_create(lab_session: Machine, lab_image: LabImage) -> dict[str, tuple[int, str, str]]:
+    lab_session = restore_clean(lab_session, lab_image)
     push_corpus(lab_session)
     jobs = [["xl", "-N", "create", f"{REMOTE}/{ident(p)}"] for p in CONFIG_FILES]
     results = run_batch(lab_session, jobs)
