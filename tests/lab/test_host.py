@@ -12,7 +12,7 @@ import pytest
 from xenkit.host.errors import CommandFailed, CommandTimedOut, HostUnreachable
 from xenkit.host.host import Host
 from xenkit.host.zipapp import DOM0_APP_PATH, build_dom0_app
-from xenkit.lab import Machine
+from xenkit.lab import LabImage, Machine
 from xenkit.lab.machine import LabCrashed
 
 pytestmark = pytest.mark.lab
@@ -97,6 +97,26 @@ def test_open_names_a_running_lab_and_refuses_a_stopped_one(lab: Machine, tmp_pa
     with pytest.raises(HostUnreachable, match="not running") as info:
         Host.open("lab:elsewhere", state_dir=tmp_path)
     assert info.value.hint == "boot it: xenkit lab up elsewhere"
+
+
+def test_open_none_boots_the_default_lab_once(lab_image: LabImage, tmp_path: Path) -> None:
+    """No host named: the default lab, booted on demand from the cached image, with
+    progress; a second open finds it running and boots nothing."""
+    stages: list[str] = []
+    try:
+        h = Host.open(None, state_dir=tmp_path, progress=lambda stage, _: stages.append(stage))
+        assert h.name == "lab:default"
+        assert {"image", "boot", "ready"} <= set(stages), stages
+        assert h.xl.info().xen_version.startswith("4.17")
+        booted_at = Machine("default", state_dir=tmp_path).state
+        assert booted_at is not None
+        stages.clear()
+        again = Host.open(None, state_dir=tmp_path, progress=lambda stage, _: stages.append(stage))
+        assert stages == [] and again.run("true").ok
+        st = Machine("default", state_dir=tmp_path).state
+        assert st is not None and st.pid == booted_at.pid
+    finally:
+        Machine("default", state_dir=tmp_path).destroy()
 
 
 def test_unreachable_ssh_host_is_typed(lab: Machine) -> None:

@@ -31,9 +31,11 @@ def cli(ctx: click.Context, as_json: bool, verbose: int, debug: bool) -> None:
 def _register() -> None:
     from xenkit.cli.config_cmds import config
     from xenkit.cli.lab_cmds import lab
+    from xenkit.cli.snapshot_cmds import snapshot
 
     cli.add_command(config)
     cli.add_command(lab)
+    cli.add_command(snapshot)
 
 
 _register()

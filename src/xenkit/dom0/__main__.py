@@ -4,6 +4,12 @@ Commands:
 
 ``version``
     one JSON line: xenkit's version, the archive's source hash, Python's version.
+``guest-exec DOMID [--timeout S] [--wait S]``
+    runs the ``sh`` command read from stdin in a guest kit booted with
+    ``xenkit.agent``, over its console; prints one JSON line, ``status`` and
+    ``output`` (base64). ``--wait`` first waits up to S seconds for the agent.
+``snapshot create|list|info|revert|delete|verify ...``
+    the snapshot engine (``xenkit.snapshot``); one JSON document out.
 ``selftest [--json]``
     imports every module in the archive and looks at the host (dom0?
     xenstored, xl, ``xen.lowlevel.xc``); exits 0 when the archive itself
@@ -15,6 +21,7 @@ Standard library only: this runs on the Xen host.
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib
 import json
 import pkgutil
@@ -26,6 +33,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import xenkit
+from xenkit.core.errors import XenkitError
+from xenkit.dom0 import console
+from xenkit.snapshot import dom0cli as snapshot_cli
 
 #: Where Debian's (and most distributions') Xen keeps its Python bindings.
 XEN_PYTHON_GLOBS = ("/usr/lib/xen-*/lib/python", "/usr/lib/xen/lib/python")
@@ -117,13 +127,35 @@ def _xc_check() -> Check:
     return Check("xen.lowlevel.xc", True, getattr(module, "__file__", None) or "built in")
 
 
+def _guest_exec(domid: int, command: str, timeout: float, wait: float) -> int:
+    try:
+        if wait > 0:
+            console.wait_for_agent(domid, wait)
+        result = console.guest_exec(domid, command, timeout=timeout)
+    except XenkitError as exc:
+        print(json.dumps({"error": exc.message, "hint": exc.hint}))
+        return exc.exit_code
+    output = base64.b64encode(result.output).decode()
+    print(json.dumps({"status": result.status, "output": output}))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xenkit-dom0.pyz", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("version", help="print versions as one JSON line")
     st = sub.add_parser("selftest", help="check the archive and the host")
     st.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    ge = sub.add_parser("guest-exec", help="run stdin's command in a guest, over its console")
+    ge.add_argument("domid", type=int)
+    ge.add_argument("--timeout", type=float, default=60.0)
+    ge.add_argument("--wait", type=float, default=0.0)
+    snapshot_cli.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "snapshot":
+        return snapshot_cli.run(args)
+    if args.command == "guest-exec":
+        return _guest_exec(args.domid, sys.stdin.read(), args.timeout, args.wait)
     if args.command == "version":
         print(json.dumps(version(), sort_keys=True))
         return 0

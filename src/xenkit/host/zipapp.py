@@ -37,6 +37,7 @@ DOM0_MODULES: tuple[str, ...] = (
     "host/xenstore.py",
     "host/qmp.py",
     "dom0/*.py",
+    "snapshot/*.py",
 )
 #: Package inits that import the control side get a plain stand-in in the archive.
 STUB_INITS: dict[str, str] = {

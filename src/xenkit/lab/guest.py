@@ -33,18 +33,26 @@ def guest_config(
     memory_mib: int = 128,
     vcpus: int = 1,
     hold: bool = False,
+    agent: bool = False,
     bridge: str | None = None,
 ) -> str:
     """An xl.cfg that boots the kit as ``kind``; it prints ``kit.marker`` and powers off.
 
-    ``hold`` keeps the guest running instead. HVM guests boot the same kernel
+    ``hold`` keeps the guest running instead; ``agent`` also keeps it running,
+    with its block and network frontends loaded, and serves commands on its
+    console (``xenkit.host.guestexec``; PV and PVH). HVM guests boot the same kernel
     directly (hvmloader + SeaBIOS); their serial console goes to a file beside
     the PV console logs, since xenconsoled only logs PV consoles.
     """
     if kind not in ("pv", "pvh", "hvm"):
         raise UsageError(f"unknown guest type {kind!r}", hint="use pv, pvh or hvm")
     console = "console=ttyS0" if kind == "hvm" else "console=hvc0"
-    extra = f"{console} quiet" + (" xenkit.hold" if hold else "")
+    if agent and kind == "hvm":
+        raise UsageError("the guest agent needs a PV console", hint="use a pv or pvh guest")
+    flags = (
+        [console, "quiet"] + (["xenkit.hold"] if hold else []) + (["xenkit.agent"] if agent else [])
+    )
+    extra = " ".join(flags)
     lines = [
         f'name = "{name}"',
         f'type = "{kind}"',

@@ -75,6 +75,8 @@ MODULE_EXCLUDES: tuple[str, ...] = (
     "kernel/net/wireless",
 )
 
+#: Frontends the guest kit loads in agent mode (the cloud kernel builds them as modules).
+GUEST_MODULES = ("xen-blkfront", "xen-netfront")
 #: Where the guest kit sits inside dom0, for xl configs.
 DOM0_GUEST_DIR = "/usr/share/xenkit/guest"
 
@@ -534,7 +536,7 @@ class _Builder:
         busybox = (busybox_tree / "bin/busybox").read_bytes()
         with self.stage("initramfs", "dom0 stage 1 and the guest kit"):
             self._stage1(kernel_tree / "lib/modules" / kver, busybox)
-            self._guest_initrd(busybox)
+            self._guest_initrd(busybox, guest_tree / "lib/modules")
         host_key = self._overlay(kernel_tree / "lib/modules" / kver)
         with self.stage(
             "rootfs", f"mmdebstrap {self.spec.variant} + {len(self.spec.all_packages())} packages"
@@ -589,15 +591,23 @@ class _Builder:
         cpio.file("init", scripts.STAGE1_INIT.encode(), 0o755)
         cpio.write_gzip(self.out / "stage1.cpio.gz")
 
-    def _guest_initrd(self, busybox: bytes) -> None:
+    def _guest_initrd(self, busybox: bytes, modules: Path) -> None:
         cpio = initramfs.Cpio()
         cpio.file("bin/busybox", busybox, 0o755)
-        for applet in ("sh", "mount", "cat", "cut", "uname", "echo", "sleep", "poweroff"):
-            cpio.symlink(f"bin/{applet}", "busybox")
-        for d in ("dev", "proc", "sys"):
+        cpio.symlink("bin/sh", "busybox")
+        for d in ("dev", "proc", "sys", "lib/modules"):
             cpio.directory(d)
         cpio.chardev("dev/console", 5, 1)
+        for name in GUEST_MODULES:
+            found = sorted(modules.rglob(f"{name}.ko*"))
+            if not found or found[0].suffix != ".ko":
+                raise OperationFailed(
+                    f"the guest kernel has no uncompressed {name}.ko",
+                    hint="the guest kit needs Debian's cloud kernel, which builds it as a module",
+                )
+            cpio.file(f"lib/modules/{name}.ko", found[0].read_bytes())
         cpio.file("init", scripts.GUEST_INIT.encode(), 0o755)
+        cpio.file("bin/xenkit-agent", scripts.GUEST_AGENT.encode(), 0o755)
         cpio.write_gzip(self.out / "guest" / "initrd.img")
 
     def _overlay(self, moddir: Path) -> str:

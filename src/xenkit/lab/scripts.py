@@ -177,19 +177,47 @@ LogLevel ERROR
 """
 
 #: The guest kit's init: says which kind of guest it booted as, on every
-#: console it has, then powers off (or stays up with ``xenkit.hold``).
+#: console it has, then powers off (or stays up with ``xenkit.hold``). With
+#: ``xenkit.agent`` it loads the block and network frontends first and then
+#: serves commands on its console (see ``xenkit.dom0.console``).
 GUEST_INIT = r"""#!/bin/busybox sh
 export PATH=/bin
+/bin/busybox --install -s /bin
 mount -t devtmpfs devtmpfs /dev
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
+mkdir -p /tmp && mount -t tmpfs tmpfs /tmp
+cmdline=" $(cat /proc/cmdline) "
+case "$cmdline" in
+*" xenkit.agent "*) for m in /lib/modules/*.ko; do insmod "$m"; done ;;
+esac
 kind=$(cat /sys/hypervisor/guest_type 2>/dev/null || echo unknown)
 line="XENKIT-GUEST-UP type=$kind kernel=$(uname -r) uptime=$(cut -d' ' -f1 /proc/uptime)"
 for tty in /dev/hvc0 /dev/ttyS0; do
     [ -c $tty ] && echo "$line" > $tty 2>/dev/null
 done
-case " $(cat /proc/cmdline) " in
+case "$cmdline" in
+*" xenkit.agent "*) exec /bin/xenkit-agent </dev/hvc0 >/dev/hvc0 2>&1 ;;
 *" xenkit.hold "*) while :; do sleep 3600; done ;;
 esac
 poweroff -f
+"""
+
+#: The guest side of the console command channel: one request per line,
+#: ``ID BASE64-COMMAND``; the answer is ``XENKIT-BEGIN ID``, the command's
+#: output as base64 lines, then ``XENKIT-DONE ID STATUS``. Base64 both ways
+#: keeps the console's line discipline and the kernel's own messages out of
+#: the data.
+GUEST_AGENT = r"""#!/bin/sh
+stty -echo
+echo "XENKIT-AGENT-READY"
+while IFS=' ' read -r id command; do
+    [ -n "$id" ] || continue
+    echo "XENKIT-BEGIN $id"
+    echo "$command" | base64 -d > /tmp/.cmd 2>/dev/null
+    sh /tmp/.cmd </dev/null > /tmp/.out 2>&1
+    status=$?
+    base64 < /tmp/.out
+    echo "XENKIT-DONE $id $status"
+done
 """

@@ -1,0 +1,226 @@
+"""The host as the snapshot engine sees it from dom0: commands, QMP, libxl's records.
+
+Standard library only: this runs on the Xen host, inside the dom0 zipapp.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xenkit.core.errors import OperationFailed, UsageError
+from xenkit.host.qmp import QMP_SOCKET, Qmp
+from xenkit.snapshot.model import Disk
+
+#: libxl keeps its JSON record of each domain's configuration here.
+USERDATA = "/var/lib/xen/userdata-d.{domid}.{uuid}.libxl-json"
+
+
+class CommandError(OperationFailed):
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
+        tail = stderr.strip().splitlines()[-3:]
+        super().__init__(
+            f"{argv[0]} {' '.join(argv[1:3])} failed ({returncode}): {' / '.join(tail)}"
+        )
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+@dataclass(frozen=True)
+class DomainView:
+    """A running domain: ids and libxl's record of its configuration."""
+
+    domid: int
+    name: str
+    uuid: str
+    config: Mapping[str, Any]
+    disks: tuple[Disk, ...]
+
+    def disk(self, vdev: str) -> Disk:
+        for d in self.disks:
+            if d.vdev == vdev:
+                return d
+        raise UsageError(
+            f"domain {self.name} has no disk {vdev}",
+            hint=f"its disks: {', '.join(d.vdev for d in self.disks) or 'none'}",
+        )
+
+
+def disks_of(config: Mapping[str, Any]) -> tuple[Disk, ...]:
+    found = []
+    for d in config.get("disks", []) or []:
+        if d.get("is_cdrom"):
+            continue
+        found.append(
+            Disk(
+                vdev=str(d.get("vdev", "")),
+                backend=str(d.get("backend", "unknown")),
+                format=str(d.get("format", "raw")),
+                path=str(d.get("pdev_path", "")),
+                readwrite=bool(d.get("readwrite", 1)),
+            )
+        )
+    return tuple(found)
+
+
+class Dom0:
+    """Runs what the engine needs on this host."""
+
+    def run(
+        self, argv: Sequence[str], *, timeout: float = 600.0, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        try:
+            done = subprocess.run(
+                list(argv),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except FileNotFoundError:
+            raise OperationFailed(
+                f"{argv[0]} is not installed on this host", hint="is this a Xen dom0?"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise OperationFailed(
+                f"{' '.join(argv[:3])} did not finish within {timeout:g} s"
+            ) from None
+        if check and done.returncode != 0:
+            raise CommandError(argv, done.returncode, done.stderr)
+        return done
+
+    def qmp(self, domid: int, *, timeout: float = 60.0) -> Qmp:
+        return Qmp(
+            QMP_SOCKET.format(domid=domid),
+            timeout=timeout,
+            connect_timeout=30.0,
+            what=f"the QEMU of domain {domid}",
+        )
+
+    # -- domains -----------------------------------------------------------
+
+    def domain(self, ref: str) -> DomainView | None:
+        """The running domain ``ref`` (name or domid), or None if there is none."""
+        done = self.run(["xl", "list", "-l", ref], check=False, timeout=60)
+        if done.returncode != 0:
+            return None
+        try:
+            rows = json.loads(done.stdout)
+            row = rows[0]
+            config = row["config"]
+            return DomainView(
+                domid=int(row["domid"]),
+                name=str(config["c_info"]["name"]),
+                uuid=str(config["c_info"]["uuid"]),
+                config=config,
+                disks=disks_of(config),
+            )
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise OperationFailed(f"xl list -l {ref} gave an unexpected answer: {exc}") from exc
+
+    def pause(self, domid: int) -> None:
+        self.run(["xl", "pause", str(domid)], timeout=60)
+
+    def unpause(self, domid: int) -> None:
+        self.run(["xl", "unpause", str(domid)], timeout=60)
+
+    def destroy(self, domid: int) -> None:
+        self.run(["xl", "destroy", str(domid)], timeout=120)
+
+    def create(self, cfg_path: Path) -> None:
+        self.run(["xl", "create", str(cfg_path)], timeout=300)
+
+    def save_paused(self, domid: int, path: Path) -> None:
+        """``xl save -p``: memory and device state to ``path``; the domain is left paused
+        exactly where the file has it (suspend, save, pause, resume as cancelled)."""
+        self.run(["xl", "save", "-p", str(domid), str(path)], timeout=1800)
+
+    def restore(self, cfg_path: Path, memory: Path) -> None:
+        self.run(["xl", "restore", str(cfg_path), str(memory)], timeout=1800)
+
+    # -- libxl's records of a running domain's disks ---------------------------
+
+    def point_disk_at(self, view: DomainView, vdev: str, path: str, fmt: str) -> None:
+        """Make libxl's records of disk ``vdev`` name ``path``: the backend's xenstore
+        ``params`` and the stored domain configuration that ``xl save``, ``migrate``
+        and a reboot start from."""
+        backend = self._backend_path(view.domid, vdev)
+        if backend is not None:
+            params = self.run(["xenstore-read", f"{backend}/params"], check=False).stdout.strip()
+            prefix, sep, _ = params.partition(":")
+            value = (
+                f"{fmt}:{path}"
+                if sep and prefix in ("qcow2", "raw", "qcow", "vhd", "aio")
+                else path
+            )
+            self.run(["xenstore-write", f"{backend}/params", value])
+        userdata = Path(USERDATA.format(domid=view.domid, uuid=view.uuid))
+        try:
+            record = json.loads(userdata.read_text())
+        except (OSError, ValueError):
+            return
+        for disk in record.get("disks", []) or []:
+            if disk.get("vdev") == vdev:
+                disk["pdev_path"] = path
+                disk["format"] = fmt
+        tmp = userdata.with_name(f".{userdata.name}.xenkit")
+        tmp.write_text(json.dumps(record, indent=4) + "\n")
+        tmp.replace(userdata)
+
+    def _backend_path(self, domid: int, vdev: str) -> str | None:
+        base = f"/local/domain/{domid}/device/vbd"
+        done = self.run(["xenstore-list", base], check=False)
+        for devid in done.stdout.split():
+            backend = self.run(["xenstore-read", f"{base}/{devid}/backend"], check=False)
+            path = backend.stdout.strip()
+            if not path:
+                continue
+            dev = self.run(["xenstore-read", f"{path}/dev"], check=False).stdout.strip()
+            if dev == vdev:
+                return path
+        return None
+
+    # -- images ------------------------------------------------------------
+
+    def image_info(self, path: str) -> dict[str, Any]:
+        done = self.run(["qemu-img", "info", "-U", "--output=json", path], timeout=120)
+        info: dict[str, Any] = json.loads(done.stdout)
+        return info
+
+    def backing_of(self, path: str) -> str | None:
+        info = self.image_info(path)
+        backing = info.get("full-backing-filename") or info.get("backing-filename")
+        return str(backing) if backing else None
+
+    def internal_tags(self, path: str) -> list[str]:
+        info = self.image_info(path)
+        return [str(s.get("name")) for s in info.get("snapshots", []) or []]
+
+
+def wait_for_job(qmp: Qmp, job_id: str, *, want: str, timeout: float) -> None:
+    """Poll a block job until it reaches ``want`` (``ready`` or ``concluded``/gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = {j["id"]: j for j in qmp.execute("query-jobs")}
+        job = jobs.get(job_id)
+        if job is None:
+            if want == "concluded":
+                return
+            raise OperationFailed(f"block job {job_id} vanished before it was {want}")
+        status = job.get("status")
+        if job.get("error"):
+            raise OperationFailed(f"block job {job_id} failed: {job['error']}")
+        if status == want or (want == "concluded" and status in ("concluded", "null")):
+            return
+        if time.monotonic() > deadline:
+            raise OperationFailed(
+                f"block job {job_id} is still {status} after {timeout:g} s",
+                hint="the job keeps running in QEMU; xenkit snapshot verify reports it",
+            )
+        time.sleep(0.05)

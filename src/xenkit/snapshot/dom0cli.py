@@ -1,0 +1,111 @@
+"""``xenkit-dom0.pyz snapshot ...``: the snapshot engine's commands, run in dom0.
+
+Every command prints one JSON document (the control side's ``xenkit snapshot``
+renders it); an error is ``{"error": {...}}`` with the exit code of its kind.
+
+Standard library only: this runs on the Xen host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from xenkit.core.errors import XenkitError
+from xenkit.snapshot.engine import SnapshotEngine
+from xenkit.snapshot.model import Snapshot
+from xenkit.snapshot.store import DEFAULT_ROOT, tree_lines
+from xenkit.snapshot.verify import verify
+
+
+def snapshot_json(s: Snapshot, current: str | None = None) -> dict[str, Any]:
+    data = s.to_json()
+    data.pop("config", None)
+    extra = data.pop("extra", {})
+    data["state"] = extra.get("state", "complete")
+    data["kind"] = "disk-only" if s.disk_only else "checkpoint"
+    data["current"] = s.name == current
+    data["created_iso"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s.created))
+    return data
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("snapshot", help="snapshots of running domains (JSON out)")
+    p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=argparse.SUPPRESS)
+    ops = p.add_subparsers(dest="op", required=True)
+    c = ops.add_parser("create")
+    c.add_argument("domain")
+    c.add_argument("name", nargs="?")
+    c.add_argument("--disk-only", action="store_true")
+    c.add_argument("--mode", choices=("internal", "external"))
+    c.add_argument("--disk", action="append", dest="disks")
+    c.add_argument("--description", default="")
+    for op in ("list", "verify"):
+        q = ops.add_parser(op)
+        q.add_argument("domain")
+        if op == "verify":
+            q.add_argument("--repair", action="store_true")
+    for op in ("info", "revert", "delete"):
+        q = ops.add_parser(op)
+        q.add_argument("domain")
+        q.add_argument("name")
+
+
+def run(args: argparse.Namespace) -> int:
+    engine = SnapshotEngine(root=args.root)
+    try:
+        print(json.dumps(_dispatch(engine, args), sort_keys=True))
+    except XenkitError as exc:
+        error = {"kind": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+        print(json.dumps({"error": error, "exit_code": exc.exit_code}))
+        return exc.exit_code
+    return 0
+
+
+def _dispatch(engine: SnapshotEngine, args: argparse.Namespace) -> dict[str, Any]:
+    if args.op == "create":
+        start = time.monotonic()
+        s = engine.create(
+            args.domain,
+            args.name,
+            disk_only=args.disk_only,
+            mode=args.mode,
+            vdevs=args.disks,
+            description=args.description,
+        )
+        return {"snapshot": snapshot_json(s, s.name), "seconds": time.monotonic() - start}
+    if args.op == "list":
+        store, snaps, current = engine.snapshots(args.domain)
+        return {
+            "domain_uuid": store.domain_uuid,
+            "current": current,
+            "snapshots": [snapshot_json(s, current) for s in snaps],
+            "tree": tree_lines(snaps, current),
+        }
+    if args.op == "info":
+        store, _ = engine.store_for(args.domain)
+        s = store.get(args.name)
+        data = snapshot_json(s, store.current())
+        data["config"] = s.config
+        data["children"] = [c.name for c in store.children(s.name)]
+        return {"snapshot": data}
+    if args.op == "revert":
+        start = time.monotonic()
+        s = engine.revert(args.domain, args.name)
+        return {"snapshot": snapshot_json(s, s.name), "seconds": time.monotonic() - start}
+    if args.op == "delete":
+        start = time.monotonic()
+        s = engine.delete(args.domain, args.name)
+        return {"deleted": s.name, "seconds": time.monotonic() - start}
+    report = verify(engine, args.domain, repair=args.repair)
+    return report.to_json()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="xenkit-dom0.pyz")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return run(parser.parse_args(argv))

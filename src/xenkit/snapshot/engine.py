@@ -1,0 +1,590 @@
+"""Snapshots of running xl domains: create, list, revert, delete.
+
+All of a domain's chosen disks are snapshotted by one QMP ``transaction`` (all
+or nothing), with the domain paused only around it. A checkpoint adds the
+memory: ``xl save -p`` suspends the guest, writes its memory and leaves it
+paused exactly there, the disks are snapshotted while it cannot write, and the
+domain goes on. External snapshots freeze the image the domain was writing and
+give it a new qcow2 overlay; libxl's records (xenstore ``params`` and the stored
+configuration) are pointed at the overlay so that ``xl save``, migrate and reboot
+use it too.
+
+Every step that changes something is recorded first (``state: creating`` in
+the snapshot's record), so a command killed half-way leaves a record that
+``verify`` finishes or rolls back.
+
+Standard library only: this runs on the Xen host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from xenkit.core.errors import OperationFailed, UsageError
+from xenkit.host.qmp import Qmp, QmpError
+from xenkit.snapshot.dom0 import Dom0, DomainView, wait_for_job
+from xenkit.snapshot.model import Disk, DiskKind, DiskSnapshot, Snapshot, check_name
+from xenkit.snapshot.store import DEFAULT_ROOT, SnapshotStore, tree_lines
+from xenkit.snapshot.xlcfg import xlcfg_from_libxl
+
+Mode = Literal["external", "internal"]
+#: Space an operation wants free beyond what it writes (overlays start small).
+HEADROOM = 64 << 20
+
+
+class SnapshotRefused(UsageError):
+    """A disk cannot be snapshotted the way asked."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    disk: Disk
+    kind: DiskKind
+    #: external: the overlay to create; lvm: the snapshot LV.
+    target: str | None = None
+
+
+def _stem(path: str) -> Path:
+    p = Path(path)
+    return p.with_name(p.name.split(".", 1)[0])
+
+
+def overlay_path(active: str, name: str) -> str:
+    """``/images/web.qcow2`` → ``/images/web.<name>.qcow2`` (and the same for overlays)."""
+    return str(_stem(active)) + f".{name}.qcow2"
+
+
+def _free_bytes(directory: Path) -> int:
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+class SnapshotEngine:
+    def __init__(self, dom0: Dom0 | None = None, *, root: Path = DEFAULT_ROOT) -> None:
+        self.dom0 = dom0 or Dom0()
+        self.root = root
+
+    # -- finding the domain ---------------------------------------------------
+
+    def running(self, ref: str) -> DomainView:
+        view = self.dom0.domain(ref)
+        if view is None:
+            raise UsageError(
+                f"no running domain {ref!r}",
+                hint="xl list shows the running domains; snapshots are taken of running ones",
+            )
+        return view
+
+    def store_for(self, ref: str) -> tuple[SnapshotStore, DomainView | None]:
+        """The store of domain ``ref``: running (name or domid), or known by the name or
+        UUID its snapshots recorded."""
+        view = self.dom0.domain(ref)
+        if view is not None:
+            return SnapshotStore(view.uuid, self.root), view
+        if self.root.is_dir():
+            for d in sorted(self.root.iterdir()):
+                store = SnapshotStore(d.name, self.root)
+                if d.name == ref:
+                    return store, None
+                with contextlib.suppress(OperationFailed, UsageError):
+                    if any(s.domain_name == ref for s in store.all()):
+                        return store, None
+        raise UsageError(
+            f"no domain {ref!r}: not running, and no snapshots recorded for it",
+            hint="name a running domain (xl list), or one that has snapshots",
+        )
+
+    # -- planning --------------------------------------------------------------
+
+    def plan(
+        self, view: DomainView, name: str, mode: Mode | None, vdevs: Sequence[str] | None
+    ) -> list[Plan]:
+        chosen = [view.disk(v) for v in vdevs] if vdevs else [d for d in view.disks if d.readwrite]
+        if not chosen:
+            raise SnapshotRefused(
+                f"domain {view.name} has no writable disk to snapshot",
+                hint="name the disks with --disk",
+            )
+        plans = []
+        for disk in chosen:
+            plans.append(self._plan_disk(view, disk, name, mode))
+        return plans
+
+    def _plan_disk(self, view: DomainView, disk: Disk, name: str, mode: Mode | None) -> Plan:
+        if disk.backend == "qdisk":
+            kind: DiskKind = mode or "external"
+            if kind == "internal" and disk.format != "qcow2":
+                raise SnapshotRefused(
+                    f"disk {disk.vdev} of {view.name} is {disk.format}: internal snapshots "
+                    "live inside qcow2 images",
+                    hint="use --external (a qcow2 overlay works over any format)",
+                )
+            if kind == "internal":
+                if name in self.dom0.internal_tags(disk.path):
+                    raise SnapshotRefused(
+                        f"{disk.path} already has an internal snapshot {name!r}",
+                        hint="choose another name",
+                    )
+                return Plan(disk, "internal")
+            target = overlay_path(disk.path, name)
+            if Path(target).exists():
+                raise SnapshotRefused(
+                    f"the overlay for disk {disk.vdev} would be {target}, which exists",
+                    hint="choose another snapshot name, or remove the stale file "
+                    "(xenkit snapshot verify lists files no snapshot uses)",
+                )
+            return Plan(disk, "external", target)
+        if disk.backend == "phy":
+            from xenkit.snapshot import lvm
+
+            if mode == "internal":
+                raise SnapshotRefused(
+                    f"disk {disk.vdev} of {view.name} is a block device served by blkback: "
+                    "it has no internal snapshots",
+                    hint="leave out --internal: an LVM volume is snapshotted by LVM",
+                )
+            reason = lvm.refusal(self.dom0, disk.path)
+            if reason is not None:
+                raise SnapshotRefused(
+                    f"disk {disk.vdev} of {view.name} ({disk.path}) cannot be snapshotted: "
+                    + reason,
+                    hint="blkback disks can be snapshotted when they are LVM logical volumes",
+                )
+            return Plan(disk, "lvm", lvm.snapshot_lv_path(disk.path, name))
+        raise SnapshotRefused(
+            f"disk {disk.vdev} of {view.name} uses the {disk.backend} backend, which xenkit "
+            "cannot snapshot",
+            hint="qdisk (QEMU) disks and LVM volumes on blkback can be snapshotted",
+        )
+
+    def _check_space(self, plans: list[Plan], memory_bytes: int, store: SnapshotStore) -> None:
+        wanted: dict[Path, int] = {}
+        for p in plans:
+            if p.kind == "external" and p.target:
+                d = Path(p.target).parent
+                wanted[d] = wanted.get(d, 0) + HEADROOM
+        if memory_bytes:
+            store.dir.mkdir(parents=True, exist_ok=True)
+            wanted[store.dir] = wanted.get(store.dir, 0) + memory_bytes + HEADROOM
+        for directory, need in wanted.items():
+            free = _free_bytes(directory)
+            if free < need:
+                raise OperationFailed(
+                    f"{directory} has {free >> 20} MiB free; the snapshot needs about "
+                    f"{need >> 20} MiB there",
+                    hint="free some space (or delete old snapshots) and try again",
+                )
+
+    # -- create ----------------------------------------------------------------
+
+    def create(
+        self,
+        ref: str,
+        name: str | None = None,
+        *,
+        disk_only: bool = False,
+        mode: Mode | None = None,
+        vdevs: Sequence[str] | None = None,
+        description: str = "",
+    ) -> Snapshot:
+        view = self.running(ref)
+        store = SnapshotStore(view.uuid, self.root)
+        name = check_name(name or time.strftime("snap-%Y%m%d-%H%M%S"))
+        with store.locked():
+            if store.exists(name):
+                raise UsageError(
+                    f"domain {view.name} already has a snapshot {name!r}",
+                    hint="choose another name, or delete the old one first",
+                )
+            plans = self.plan(view, name, mode, vdevs)
+            memory = None if disk_only else store.memory_path(name)
+            mem_bytes = int(view.config.get("b_info", {}).get("max_memkb", 0)) * 1024
+            self._check_space(plans, mem_bytes if memory else 0, store)
+            parent = store.current()
+            draft = Snapshot(
+                name=name,
+                domain_uuid=view.uuid,
+                domain_name=view.name,
+                created=time.time(),
+                parent=parent,
+                disks=tuple(self._record(p) for p in plans),
+                description=description,
+                memory=str(memory) if memory else None,
+                extra={"state": "creating", "libxl_config": view.config},
+            )
+            store.put(draft)
+            try:
+                paused = self._take(view, plans, name, memory)
+            except BaseException:
+                self._roll_back(view, plans, memory)
+                store.remove(name)
+                raise
+            for p in plans:
+                if p.kind == "external" and p.target:
+                    self.dom0.point_disk_at(view, p.disk.vdev, p.target, "qcow2")
+            done = replace(draft, paused_seconds=round(paused, 4), extra={**draft.extra})
+            done.extra.pop("state", None)
+            store.put(done)
+            store.set_current(name)
+            return done
+
+    def _record(self, p: Plan) -> DiskSnapshot:
+        if p.kind == "external":
+            return DiskSnapshot(
+                p.disk.vdev, "external", p.disk.format, p.disk.path, overlay=p.target
+            )
+        if p.kind == "internal":
+            return DiskSnapshot(p.disk.vdev, "internal", "qcow2", p.disk.path, tag=None)
+        return DiskSnapshot(p.disk.vdev, "lvm", "raw", p.target or "", overlay=p.disk.path)
+
+    def _take(self, view: DomainView, plans: list[Plan], name: str, memory: Path | None) -> float:
+        """Snapshot the disks (and memory); seconds the domain was paused."""
+        actions = self._actions(view, plans, name)
+        start = time.monotonic()
+        if memory is not None:
+            self.dom0.save_paused(view.domid, memory)
+        else:
+            self.dom0.pause(view.domid)
+        try:
+            if actions:
+                with self.dom0.qmp(view.domid) as qmp:
+                    qmp.execute("transaction", {"actions": actions})
+            from xenkit.snapshot import lvm
+
+            for p in plans:
+                if p.kind == "lvm" and p.target:
+                    lvm.create_snapshot(self.dom0, p.disk.path, p.target)
+        finally:
+            self.dom0.unpause(view.domid)
+        return time.monotonic() - start
+
+    def _actions(self, view: DomainView, plans: list[Plan], name: str) -> list[dict[str, Any]]:
+        qdisk = [p for p in plans if p.kind in ("external", "internal")]
+        if not qdisk:
+            return []
+        with self.dom0.qmp(view.domid) as qmp:
+            tops = top_nodes(qmp)
+        actions: list[dict[str, Any]] = []
+        for p in qdisk:
+            node = tops.get(p.disk.path)
+            if node is None:
+                raise OperationFailed(
+                    f"the QEMU of {view.name} has no block node for {p.disk.path} "
+                    f"(disk {p.disk.vdev})",
+                    hint="libxl's record and QEMU disagree; xenkit snapshot verify explains",
+                )
+            if p.kind == "internal":
+                data: dict[str, str] = {"device": node, "name": name}
+                actions.append({"type": "blockdev-snapshot-internal-sync", "data": data})
+            else:
+                data = {
+                    "node-name": node,
+                    "snapshot-file": p.target or "",
+                    "snapshot-node-name": f"xk{secrets.token_hex(6)}",
+                    "format": "qcow2",
+                    "mode": "absolute-paths",
+                }
+                actions.append({"type": "blockdev-snapshot-sync", "data": data})
+        return actions
+
+    def _roll_back(self, view: DomainView, plans: list[Plan], memory: Path | None) -> None:
+        """After a failed create: the transaction was all or nothing, so only files that
+        no QEMU opened are removed."""
+        with contextlib.suppress(OperationFailed, OSError):
+            current = self.dom0.domain(str(view.domid))
+            in_use = {d.path for d in current.disks} if current else set()
+            with contextlib.suppress(OperationFailed, OSError), self.dom0.qmp(view.domid) as q:
+                in_use |= set(top_nodes(q))
+            for p in plans:
+                if p.kind == "external" and p.target and p.target not in in_use:
+                    Path(p.target).unlink(missing_ok=True)
+        if memory is not None:
+            memory.unlink(missing_ok=True)
+
+    # -- list and info -------------------------------------------------------
+
+    def snapshots(self, ref: str) -> tuple[SnapshotStore, list[Snapshot], str | None]:
+        store, _ = self.store_for(ref)
+        return store, store.all(), store.current()
+
+    def tree(self, ref: str) -> list[str]:
+        _, snapshots, current = self.snapshots(ref)
+        return tree_lines(snapshots, current)
+
+    # -- revert --------------------------------------------------------------
+
+    def revert(self, ref: str, name: str) -> Snapshot:
+        store, view = self.store_for(ref)
+        with store.locked():
+            snap = store.get(name)
+            if snap.extra.get("state") == "creating":
+                raise OperationFailed(
+                    f"snapshot {name!r} was never finished",
+                    hint="xenkit snapshot verify finishes or removes it",
+                )
+            if view is not None:
+                self._refuse_if_jobs(view)
+            config = snap.extra.get("libxl_config")
+            if not isinstance(config, dict):
+                raise OperationFailed(f"snapshot {name!r} has no domain configuration recorded")
+            base_disks = {d.vdev: d for d in _disks_from(config)}
+            new_active: dict[str, str] = {}
+            for d in snap.disks:
+                if d.kind == "external":
+                    new_active[d.vdev] = revert_overlay_path(d.image, name)
+                    if Path(new_active[d.vdev]).exists():
+                        Path(new_active[d.vdev]).unlink()
+            if view is not None:
+                old_active = {d.vdev: d.path for d in view.disks}
+                self.dom0.destroy(view.domid)
+            else:
+                old_active = {}
+            for d in snap.disks:
+                if d.kind == "external":
+                    self.dom0.run(
+                        [
+                            "qemu-img", "create", "-q", "-f", "qcow2",
+                            "-b", d.image, "-F", d.format, new_active[d.vdev],
+                        ]
+                    )  # fmt: skip
+                elif d.kind == "internal":
+                    self.dom0.run(["qemu-img", "snapshot", "-a", name, d.image])
+                else:
+                    from xenkit.snapshot import lvm
+
+                    lvm.revert(self.dom0, origin=d.overlay or "", snapshot=d.image)
+            disks = []
+            for vdev, disk in base_disks.items():
+                if vdev in new_active:
+                    disk = replace(disk, path=new_active[vdev], format="qcow2")
+                disks.append(disk)
+            cfg = xlcfg_from_libxl(config, disks)
+            cfg_path = store.dir / f".revert-{name}.cfg"
+            cfg_path.write_text(cfg.text)
+            if snap.memory:
+                self.dom0.restore(cfg_path, Path(snap.memory))
+            else:
+                self.dom0.create(cfg_path)
+            store.set_current(name)
+            self._forget_unused(store, old_active.values(), keep=set(new_active.values()))
+            return snap
+
+    def _refuse_if_jobs(self, view: DomainView) -> None:
+        if not any(d.backend == "qdisk" for d in view.disks):
+            return
+        with contextlib.suppress(OperationFailed), self.dom0.qmp(view.domid) as qmp:
+            jobs = qmp.execute("query-block-jobs")
+            if jobs:
+                raise OperationFailed(
+                    f"domain {view.name} has a block job running ({jobs[0].get('device')})",
+                    hint="wait for it to finish (or cancel it) before reverting",
+                )
+
+    def _forget_unused(self, store: SnapshotStore, paths: Iterable[str], *, keep: set[str]) -> None:
+        """Delete overlays that nothing refers to any more (the abandoned present)."""
+        used = referenced_images(store.all()) | keep
+        for path in paths:
+            if path in used or not Path(path).exists():
+                continue
+            if Path(path).name.count(".") >= 2 and path.endswith(".qcow2"):
+                Path(path).unlink(missing_ok=True)
+
+    # -- delete --------------------------------------------------------------
+
+    def delete(self, ref: str, name: str) -> Snapshot:
+        store, view = self.store_for(ref)
+        with store.locked():
+            snap = store.get(name)
+            others = [s for s in store.all() if s.name != name]
+            for d in snap.disks:
+                if d.kind == "internal":
+                    self._delete_internal(view, d, name)
+                elif d.kind == "external":
+                    others = self._merge_external(view, d, others, store)
+                else:
+                    from xenkit.snapshot import lvm
+
+                    lvm.remove(self.dom0, d.image)
+            for child in others:
+                if child.parent == name:
+                    child = replace(child, parent=snap.parent)
+                store.put(child)
+            if snap.memory:
+                Path(snap.memory).unlink(missing_ok=True)
+            store.remove(name)
+            if _current_raw(store) == name:
+                store.set_current(snap.parent)
+            return snap
+
+    def _delete_internal(self, view: DomainView | None, d: DiskSnapshot, name: str) -> None:
+        if view is not None and any(x.path == d.image for x in view.disks):
+            with self.dom0.qmp(view.domid) as qmp:
+                node = top_nodes(qmp).get(d.image)
+                if node is not None:
+                    qmp.execute(
+                        "blockdev-snapshot-delete-internal-sync", {"device": node, "name": name}
+                    )
+                    return
+        if name in self.dom0.internal_tags(d.image):
+            self.dom0.run(["qemu-img", "snapshot", "-d", name, d.image])
+
+    def _merge_external(
+        self,
+        view: DomainView | None,
+        d: DiskSnapshot,
+        others: list[Snapshot],
+        store: SnapshotStore,
+    ) -> list[Snapshot]:
+        """Take snapshot point ``d.image`` out of the chain without changing what any
+        other snapshot or the running domain reads.
+
+        The frozen image F has the overlay O on top. If O is F's only child, O is
+        committed into F (a running domain's QEMU does it live) and F takes O's place;
+        if F has other children (the domain was reverted to this point), F stays
+        as their shared base and only the record goes."""
+        frozen, overlay = d.image, d.overlay
+        if overlay is None or not Path(overlay).exists():
+            return others
+        children = self._children_of(frozen, store, others, view)
+        if children != {overlay}:
+            return others
+        active = {x.vdev: x.path for x in view.disks} if view is not None else {}
+        chain = self._running_chain(view, d.vdev) if view is not None else []
+        if overlay in chain:
+            assert view is not None
+            self._commit_live(view, d.vdev, top=overlay, base=frozen, active=active.get(d.vdev))
+            if active.get(d.vdev) == overlay:
+                self.dom0.point_disk_at(view, d.vdev, frozen, d.format)
+        else:
+            self.dom0.run(["qemu-img", "commit", "-q", "-d", overlay], timeout=7200)
+            for path in self._files_backed_by(overlay, store, others):
+                self.dom0.run(["qemu-img", "rebase", "-u", "-b", frozen, "-F", d.format, path])
+        Path(overlay).unlink(missing_ok=True)
+        moved = []
+        for s in others:
+            disks = tuple(
+                replace(
+                    x,
+                    image=frozen if x.image == overlay else x.image,
+                    overlay=frozen if x.overlay == overlay else x.overlay,
+                )
+                for x in s.disks
+            )
+            moved.append(replace(s, disks=disks))
+        return moved
+
+    def _children_of(
+        self, image: str, store: SnapshotStore, others: list[Snapshot], view: DomainView | None
+    ) -> set[str]:
+        candidates: set[str] = set()
+        for s in others:
+            for x in s.disks:
+                candidates.update(p for p in (x.image, x.overlay) if p)
+        if view is not None:
+            candidates.update(x.path for x in view.disks)
+        for p in Path(image).parent.glob(_stem(image).name + ".*.qcow2"):
+            candidates.add(str(p))
+        children = set()
+        for path in candidates:
+            if path != image and Path(path).exists() and self.dom0.backing_of(path) == image:
+                children.add(path)
+        return children
+
+    def _files_backed_by(
+        self, image: str, store: SnapshotStore, others: list[Snapshot]
+    ) -> list[str]:
+        return sorted(
+            p
+            for p in {str(q) for q in Path(image).parent.glob(_stem(image).name + ".*.qcow2")}
+            if p != image and self.dom0.backing_of(p) == image
+        )
+
+    def _running_chain(self, view: DomainView | None, vdev: str) -> list[str]:
+        if view is None:
+            return []
+        disk = next((x for x in view.disks if x.vdev == vdev), None)
+        if disk is None or disk.backend != "qdisk":
+            return []
+        chain = [disk.path]
+        while True:
+            backing = self.dom0.backing_of(chain[-1])
+            if backing is None or backing in chain:
+                return chain
+            chain.append(backing)
+
+    def _commit_live(
+        self, view: DomainView, vdev: str, *, top: str, base: str, active: str | None
+    ) -> None:
+        job = f"xk-commit-{vdev}"
+        with self.dom0.qmp(view.domid, timeout=120) as qmp:
+            nodes = node_names(qmp)
+            tops = top_nodes(qmp)
+            device = tops.get(active or "")
+            if device is None or base not in nodes:
+                missing = base if base not in nodes else active
+                raise OperationFailed(f"the QEMU of {view.name} has no node for {missing}")
+            args: dict[str, Any] = {"job-id": job, "device": device, "base-node": nodes[base]}
+            if top != active:
+                args["top-node"] = nodes[top]
+            qmp.execute("block-commit", args)
+            if top == active:
+                wait_for_job(qmp, job, want="ready", timeout=7200)
+                qmp.execute("block-job-complete", {"device": job})
+            wait_for_job(qmp, job, want="concluded", timeout=7200)
+            with contextlib.suppress(QmpError):
+                qmp.execute("job-dismiss", {"id": job})
+
+
+def _current_raw(store: SnapshotStore) -> str | None:
+    try:
+        value = json.loads((store.dir / "current.json").read_text()).get("current")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _disks_from(config: dict[str, Any]) -> tuple[Disk, ...]:
+    from xenkit.snapshot.dom0 import disks_of
+
+    return disks_of(config)
+
+
+def revert_overlay_path(frozen: str, name: str) -> str:
+    """A fresh overlay over snapshot ``name``'s frozen image for a reverted domain."""
+    return str(_stem(frozen)) + f".{name}-{secrets.token_hex(3)}.qcow2"
+
+
+def referenced_images(snapshots: list[Snapshot]) -> set[str]:
+    used: set[str] = set()
+    for s in snapshots:
+        for d in s.disks:
+            used.update(p for p in (d.image, d.overlay) if p)
+    return used
+
+
+def top_nodes(qmp: Qmp) -> dict[str, str]:
+    """The node each attached image is the top of, by its file name."""
+    tops = {}
+    for block in qmp.query_block():
+        if block.file and block.node_name:
+            tops[block.file] = block.node_name
+    return tops
+
+
+def node_names(qmp: Qmp) -> dict[str, str]:
+    """Format nodes by the file they open (the first, topmost, for each file)."""
+    found: dict[str, str] = {}
+    for node in qmp.named_block_nodes():
+        if node.drv in ("file", "host_device", "host_cdrom"):
+            continue
+        if node.file and node.file not in found:
+            found[node.file] = node.node_name
+    return found
