@@ -50,6 +50,8 @@ DOM0_PACKAGES: tuple[str, ...] = (
     "mount",
     "procps",
     "socat",
+    "lvm2",
+    "thin-provisioning-tools",
 )
 HYPERVISOR_PACKAGE = "xen-hypervisor-4.17-amd64"
 #: Metapackages: apt tells which ``linux-image-6.1.0-NN-*`` they currently mean.

@@ -162,15 +162,22 @@ class Dom0:
             self.run(["xenstore-write", f"{backend}/params", value])
         userdata = Path(USERDATA.format(domid=view.domid, uuid=view.uuid))
         try:
-            record = json.loads(userdata.read_text())
-        except (OSError, ValueError):
+            # libxl writes the JSON as a C string, its NUL included.
+            record = json.loads(userdata.read_bytes().rstrip(b"\0"))
+        except FileNotFoundError:
             return
+        except (OSError, ValueError) as exc:
+            raise OperationFailed(
+                f"cannot read libxl's record of domain {view.name} ({userdata}): {exc}",
+                hint="xl save, migrate and reboot would still use the old image",
+            ) from exc
         for disk in record.get("disks", []) or []:
             if disk.get("vdev") == vdev:
                 disk["pdev_path"] = path
                 disk["format"] = fmt
         tmp = userdata.with_name(f".{userdata.name}.xenkit")
-        tmp.write_text(json.dumps(record, indent=4) + "\n")
+        tmp.write_bytes(json.dumps(record, indent=4).encode() + b"\n\0")
+        tmp.chmod(0o600)
         tmp.replace(userdata)
 
     def _backend_path(self, domid: int, vdev: str) -> str | None:

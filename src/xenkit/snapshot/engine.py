@@ -23,7 +23,7 @@ import json
 import os
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -221,6 +221,7 @@ class SnapshotEngine:
                 extra={"state": "creating", "libxl_config": view.config},
             )
             store.put(draft)
+            store.own(*(p.target for p in plans if p.kind == "external" and p.target))
             try:
                 paused = self._take(view, plans, name, memory)
             except BaseException:
@@ -369,12 +370,37 @@ class SnapshotEngine:
             cfg = xlcfg_from_libxl(config, disks)
             cfg_path = store.dir / f".revert-{name}.cfg"
             cfg_path.write_text(cfg.text)
+            store.own(*new_active.values())
             if snap.memory:
                 self.dom0.restore(cfg_path, Path(snap.memory))
             else:
                 self.dom0.create(cfg_path)
+            cfg_path.unlink(missing_ok=True)
+            # The present the domain left is gone; the snapshot's point now leads to
+            # the new overlay.
+            abandoned = set(old_active.values())
+            now = tuple(
+                replace(d, overlay=new_active[d.vdev]) if d.vdev in new_active else d
+                for d in snap.disks
+            )
+            for d in snap.disks:
+                if d.overlay:
+                    abandoned.add(d.overlay)
+            snap = replace(snap, disks=now)
+            store.put(snap)
+            for other in store.all():
+                if other.name != name and any(x.overlay in abandoned for x in other.disks):
+                    store.put(
+                        replace(
+                            other,
+                            disks=tuple(
+                                replace(x, overlay=None) if x.overlay in abandoned else x
+                                for x in other.disks
+                            ),
+                        )
+                    )
             store.set_current(name)
-            self._forget_unused(store, old_active.values(), keep=set(new_active.values()))
+            self.collect(store, set(new_active.values()))
             return snap
 
     def _refuse_if_jobs(self, view: DomainView) -> None:
@@ -388,14 +414,23 @@ class SnapshotEngine:
                     hint="wait for it to finish (or cancel it) before reverting",
                 )
 
-    def _forget_unused(self, store: SnapshotStore, paths: Iterable[str], *, keep: set[str]) -> None:
-        """Delete overlays that nothing refers to any more (the abandoned present)."""
-        used = referenced_images(store.all()) | keep
-        for path in paths:
-            if path in used or not Path(path).exists():
-                continue
-            if Path(path).name.count(".") >= 2 and path.endswith(".qcow2"):
+    def collect(self, store: SnapshotStore, active: set[str]) -> list[str]:
+        """Delete the overlays xenkit made that nothing needs any more: no record names
+        them, no domain writes to them, no other image is backed by them. Files
+        xenkit did not make are never touched."""
+        removed: list[str] = []
+        while True:
+            owned = {p for p in store.owned() if Path(p).exists()}
+            used = referenced_images(store.all()) | active
+            backing = {self.dom0.backing_of(p) for p in owned | used if Path(p).exists()}
+            garbage = sorted(owned - used - backing)
+            if not garbage:
+                store.disown(*(p for p in store.owned() if not Path(p).exists()))
+                return removed
+            for path in garbage:
                 Path(path).unlink(missing_ok=True)
+                removed.append(path)
+            store.disown(*garbage)
 
     # -- delete --------------------------------------------------------------
 
@@ -422,6 +457,9 @@ class SnapshotEngine:
             store.remove(name)
             if _current_raw(store) == name:
                 store.set_current(snap.parent)
+            # Merges may have moved the domain to another image: ask libxl again.
+            now = self.dom0.domain(str(view.domid)) if view is not None else None
+            self.collect(store, {x.path for x in now.disks} if now is not None else set())
             return snap
 
     def _delete_internal(self, view: DomainView | None, d: DiskSnapshot, name: str) -> None:
@@ -450,12 +488,13 @@ class SnapshotEngine:
         committed into F (a running domain's QEMU does it live) and F takes O's place;
         if F has other children (the domain was reverted to this point), F stays
         as their shared base and only the record goes."""
-        frozen, overlay = d.image, d.overlay
-        if overlay is None or not Path(overlay).exists():
+        frozen = d.image
+        if not Path(frozen).exists():
             return others
         children = self._children_of(frozen, store, others, view)
-        if children != {overlay}:
+        if len(children) != 1:
             return others
+        (overlay,) = children
         active = {x.vdev: x.path for x in view.disks} if view is not None else {}
         chain = self._running_chain(view, d.vdev) if view is not None else []
         if overlay in chain:
@@ -467,7 +506,9 @@ class SnapshotEngine:
             self.dom0.run(["qemu-img", "commit", "-q", "-d", overlay], timeout=7200)
             for path in self._files_backed_by(overlay, store, others):
                 self.dom0.run(["qemu-img", "rebase", "-u", "-b", frozen, "-F", d.format, path])
-        Path(overlay).unlink(missing_ok=True)
+        if overlay in store.owned():
+            Path(overlay).unlink(missing_ok=True)
+            store.disown(overlay)
         moved = []
         for s in others:
             disks = tuple(
@@ -490,8 +531,7 @@ class SnapshotEngine:
                 candidates.update(p for p in (x.image, x.overlay) if p)
         if view is not None:
             candidates.update(x.path for x in view.disks)
-        for p in Path(image).parent.glob(_stem(image).name + ".*.qcow2"):
-            candidates.add(str(p))
+        candidates |= store.owned()
         children = set()
         for path in candidates:
             if path != image and Path(path).exists() and self.dom0.backing_of(path) == image:
@@ -501,10 +541,11 @@ class SnapshotEngine:
     def _files_backed_by(
         self, image: str, store: SnapshotStore, others: list[Snapshot]
     ) -> list[str]:
+        candidates = store.owned() | referenced_images(others)
         return sorted(
             p
-            for p in {str(q) for q in Path(image).parent.glob(_stem(image).name + ".*.qcow2")}
-            if p != image and self.dom0.backing_of(p) == image
+            for p in candidates
+            if p != image and Path(p).exists() and self.dom0.backing_of(p) == image
         )
 
     def _running_chain(self, view: DomainView | None, vdev: str) -> list[str]:

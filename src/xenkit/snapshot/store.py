@@ -1,8 +1,10 @@
 """Snapshot metadata on the host: one JSON file per snapshot, per domain UUID.
 
-``/var/lib/xenkit/snapshots/<uuid>/`` holds ``<name>.json`` for every snapshot,
-``current.json`` (the snapshot the domain's disks now descend from, the parent
-of the next one) and a lock, so two commands on one domain never interleave.
+``/var/lib/xenkit/snapshots/<uuid>/`` holds ``records/<name>.json`` for every
+snapshot, ``current.json`` (the snapshot the domain's disks now descend from,
+the parent of the next one), ``files.json`` (the overlays xenkit made there,
+the only files it ever deletes), checkpoints' memory files, and a lock, so
+two commands on one domain never interleave.
 Files are replaced atomically (write, fsync, rename): a command killed half-way
 leaves the old record or the new, never half of one. Keyed by UUID, not domid
 or name: both change across reboots, restores and migrations.
@@ -39,8 +41,12 @@ class SnapshotStore:
 
     # -- files -------------------------------------------------------------
 
+    @property
+    def records(self) -> Path:
+        return self.dir / "records"
+
     def path(self, name: str) -> Path:
-        return self.dir / f"{check_name(name)}.json"
+        return self.records / f"{check_name(name)}.json"
 
     def memory_path(self, name: str) -> Path:
         """Where a checkpoint's ``xl save`` file goes."""
@@ -65,9 +71,9 @@ class SnapshotStore:
     # -- records -----------------------------------------------------------
 
     def names(self) -> list[str]:
-        if not self.dir.is_dir():
+        if not self.records.is_dir():
             return []
-        return sorted(p.stem for p in self.dir.glob("*.json") if p.name != "current.json")
+        return sorted(p.stem for p in self.records.glob("*.json"))
 
     def all(self) -> list[Snapshot]:
         """Every snapshot, oldest first."""
@@ -94,7 +100,7 @@ class SnapshotStore:
             ) from exc
 
     def put(self, snapshot: Snapshot) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.records.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path(snapshot.name), json.dumps(snapshot.to_json(), indent=1) + "\n")
 
     def remove(self, name: str) -> None:
@@ -112,6 +118,26 @@ class SnapshotStore:
     def set_current(self, name: str | None) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.dir / "current.json", json.dumps({"current": name}) + "\n")
+
+    # -- the files xenkit made ----------------------------------------------
+
+    def owned(self) -> set[str]:
+        """Overlays this store's commands created: the only files they may delete."""
+        try:
+            data = json.loads((self.dir / "files.json").read_text())
+        except (OSError, ValueError):
+            return set()
+        return {str(f) for f in data.get("files", []) if isinstance(f, str)}
+
+    def own(self, *paths: str) -> None:
+        self._write_owned(self.owned() | set(paths))
+
+    def disown(self, *paths: str) -> None:
+        self._write_owned(self.owned() - set(paths))
+
+    def _write_owned(self, files: set[str]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.dir / "files.json", json.dumps({"files": sorted(files)}, indent=1))
 
     # -- the tree ----------------------------------------------------------
 
