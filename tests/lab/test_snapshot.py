@@ -260,3 +260,44 @@ def test_a_killed_create_is_repaired_by_verify(host: Host, lab_image: LabImage) 
         if name not in names:
             assert host.run(["test", "-e", f"/root/k.{name}.qcow2"]).returncode == 1
         assert g.read("xvda") == "data"
+
+
+LVM_CONFIG = "activation { udev_sync = 0 udev_rules = 0 verify_udev_operations = 1 }"
+
+
+def test_lvm_volume_on_blkback(host: Host, lab_image: LabImage) -> None:
+    """The backend without QEMU: a logical volume served by blkback gets an LVM
+    snapshot; revert merges it back and keeps it; delete removes it."""
+    c = shlex.quote(LVM_CONFIG)
+    host.run(
+        "modprobe dm-snapshot && truncate -s 256M /root/pv.img && "
+        "L=$(losetup -f --show /root/pv.img) && "
+        f"pvcreate -q --config {c} $L && vgcreate -q --config {c} vgx $L && "
+        f"lvcreate -q --config {c} -L 64M -n db vgx",
+        check=True,
+    )
+    g = make_guest(host, lab_image, "db", ["format=raw,vdev=xvda,access=rw,target=/dev/vgx/db"])
+    g.write("xvda", "original")
+    made = snap(host, "create", "db", "l1", "--disk-only")["snapshot"]
+    assert [(d["kind"], d["image"]) for d in made["disks"]] == [("lvm", "/dev/vgx/db.l1")]
+    g.write("xvda", "overwritten")
+    snap(host, "revert", "db", "l1")
+    g.up()
+    assert g.read("xvda") == "original"
+    g.write("xvda", "again")
+    snap(host, "revert", "db", "l1")  # the snapshot survived the first revert
+    g.up()
+    assert g.read("xvda") == "original"
+    err = snap(host, "create", "db", "x", "--mode", "internal", ok=False)["error"]
+    assert "no internal snapshots" in err["message"]
+    snap(host, "delete", "db", "l1")
+    lvs = host.run(f"lvs --noheadings -o lv_name --config {c} vgx", check=True).stdout.split()
+    assert lvs == ["db"]
+
+
+def test_a_file_on_blkback_is_refused_by_name(host: Host, lab_image: LabImage) -> None:
+    host.run("truncate -s 16M /root/plain.img", check=True)
+    make_guest(host, lab_image, "plain", ["format=raw,vdev=xvda,access=rw,target=/root/plain.img"])
+    err = snap(host, "create", "plain", "x", "--disk-only", ok=False)["error"]
+    assert "disk xvda of plain (/root/plain.img" in err["message"]
+    assert "not an LVM logical volume" in err["message"]

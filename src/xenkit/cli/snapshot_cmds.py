@@ -124,16 +124,17 @@ def list_(out: Output, domain: str, tree: bool, host_spec: str | None) -> None:
                 c.print(escape(line))
             return
         t = Table(box=None, pad_edge=False)
-        for col in ("NAME", "KIND", "DISKS", "CREATED", "PARENT", "DESCRIPTION"):
-            t.add_column(col)
+        for col in ("NAME", "KIND", "DISKS", "CREATED (UTC)", "PARENT"):
+            t.add_column(col, no_wrap=True)
+        t.add_column("DESCRIPTION", overflow="fold")
         for s in data["snapshots"]:
             mark = " *" if s["current"] else ""
-            disks = ",".join(f"{d['vdev']}:{d['kind']}" for d in s["disks"])
+            disks = " ".join(f"{d['vdev']}:{d['kind'][:3]}" for d in s["disks"])
             t.add_row(
                 escape(s["name"] + mark),
                 s["kind"] if s["state"] == "complete" else f"{s['kind']} (unfinished)",
                 disks,
-                s["created_iso"],
+                s["created_iso"][:16].replace("T", " "),
                 escape(s["parent"] or "-"),
                 escape(s["description"]),
             )

@@ -9,7 +9,7 @@ import json
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +114,9 @@ class Dom0:
             rows = json.loads(done.stdout)
             row = rows[0]
             config = row["config"]
-            return DomainView(
-                domid=int(row["domid"]),
+            domid = int(row["domid"])
+            view = DomainView(
+                domid=domid,
                 name=str(config["c_info"]["name"]),
                 uuid=str(config["c_info"]["uuid"]),
                 config=config,
@@ -123,6 +124,19 @@ class Dom0:
             )
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise OperationFailed(f"xl list -l {ref} gave an unexpected answer: {exc}") from exc
+        return replace(view, disks=tuple(self._with_backend(domid, d) for d in view.disks))
+
+    def _with_backend(self, domid: int, disk: Disk) -> Disk:
+        """libxl records no backend when the config left the choice to it: the
+        backend's xenstore path says which one it took."""
+        if disk.backend in ("qdisk", "phy", "tap"):
+            return disk
+        path = self._backend_path(domid, disk.vdev) or ""
+        if "/backend/qdisk/" in path:
+            return replace(disk, backend="qdisk")
+        if "/backend/vbd/" in path:
+            return replace(disk, backend="phy")
+        return disk
 
     def pause(self, domid: int) -> None:
         self.run(["xl", "pause", str(domid)], timeout=60)

@@ -88,10 +88,10 @@ class SnapshotEngine:
         UUID its snapshots recorded."""
         view = self.dom0.domain(ref)
         if view is not None:
-            return SnapshotStore(view.uuid, self.root), view
+            return SnapshotStore(view.uuid, self.root, label=view.name), view
         if self.root.is_dir():
             for d in sorted(self.root.iterdir()):
-                store = SnapshotStore(d.name, self.root)
+                store = SnapshotStore(d.name, self.root, label=ref)
                 if d.name == ref:
                     return store, None
                 with contextlib.suppress(OperationFailed, UsageError):
@@ -196,7 +196,7 @@ class SnapshotEngine:
         description: str = "",
     ) -> Snapshot:
         view = self.running(ref)
-        store = SnapshotStore(view.uuid, self.root)
+        store = SnapshotStore(view.uuid, self.root, label=view.name)
         name = check_name(name or time.strftime("snap-%Y%m%d-%H%M%S"))
         with store.locked():
             if store.exists(name):
@@ -247,24 +247,36 @@ class SnapshotEngine:
         return DiskSnapshot(p.disk.vdev, "lvm", "raw", p.target or "", overlay=p.disk.path)
 
     def _take(self, view: DomainView, plans: list[Plan], name: str, memory: Path | None) -> float:
-        """Snapshot the disks (and memory); seconds the domain was paused."""
+        """Snapshot the disks (and memory); seconds the guest was held.
+
+        QEMU's transaction alone is atomic across the qdisk disks: it drains their
+        I/O, switches them all, and lets I/O go on, while the vCPUs keep running. The
+        domain is paused only when blkback (LVM) disks must share that instant. For a
+        checkpoint, ``xl save -p`` leaves it suspended and paused, which covers both.
+        """
         actions = self._actions(view, plans, name)
+        lvm_plans = [p for p in plans if p.kind == "lvm" and p.target]
         start = time.monotonic()
         if memory is not None:
             self.dom0.save_paused(view.domid, memory)
-        else:
+        elif lvm_plans:
             self.dom0.pause(view.domid)
+        held = memory is not None or bool(lvm_plans)
         try:
             if actions:
                 with self.dom0.qmp(view.domid) as qmp:
+                    if not held:
+                        start = time.monotonic()
                     qmp.execute("transaction", {"actions": actions})
+                    if not held:
+                        return time.monotonic() - start
             from xenkit.snapshot import lvm
 
-            for p in plans:
-                if p.kind == "lvm" and p.target:
-                    lvm.create_snapshot(self.dom0, p.disk.path, p.target)
+            for p in lvm_plans:
+                lvm.create_snapshot(self.dom0, p.disk.path, p.target or "")
         finally:
-            self.dom0.unpause(view.domid)
+            if held:
+                self.dom0.unpause(view.domid)
         return time.monotonic() - start
 
     def _actions(self, view: DomainView, plans: list[Plan], name: str) -> list[dict[str, Any]]:

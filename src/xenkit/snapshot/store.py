@@ -35,9 +35,13 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 class SnapshotStore:
-    def __init__(self, domain_uuid: str, root: Path = DEFAULT_ROOT) -> None:
+    def __init__(
+        self, domain_uuid: str, root: Path = DEFAULT_ROOT, *, label: str | None = None
+    ) -> None:
         self.domain_uuid = domain_uuid
         self.dir = root / domain_uuid
+        #: How messages name the domain (its name when known).
+        self.label = label or domain_uuid
 
     # -- files -------------------------------------------------------------
 
@@ -60,7 +64,7 @@ class SnapshotStore:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise OperationFailed(
-                    f"another snapshot command is working on domain {self.domain_uuid}",
+                    f"another snapshot command is working on domain {self.label}",
                     hint="wait for it to finish, then try again",
                 ) from None
             try:
@@ -90,7 +94,7 @@ class SnapshotStore:
         except FileNotFoundError:
             known = ", ".join(self.names()) or "none"
             raise UsageError(
-                f"domain {self.domain_uuid} has no snapshot {name!r}",
+                f"domain {self.label} has no snapshot {name!r}",
                 hint=f"its snapshots: {known}",
             ) from None
         except (ValueError, KeyError, TypeError) as exc:
