@@ -12,7 +12,7 @@ import json
 import platform
 import sys
 
-BENCHMARKS = ["bench_config", "bench_lab"]
+BENCHMARKS = ["bench_config", "bench_lab", "bench_snapshot"]
 
 
 def main(argv: list[str]) -> int:

@@ -301,3 +301,24 @@ def test_a_file_on_blkback_is_refused_by_name(host: Host, lab_image: LabImage) -
     err = snap(host, "create", "plain", "x", "--disk-only", ok=False)["error"]
     assert "disk xvda of plain (/root/plain.img" in err["message"]
     assert "not an LVM logical volume" in err["message"]
+
+
+def test_live_merges_leave_no_open_overlays(host: Host, lab_image: LabImage) -> None:
+    """Snapshots deleted while the domain runs are merged by its QEMU; the overlays
+    xenkit opened there are closed, so the next snapshot works and no deleted file
+    stays open."""
+    g = make_guest(host, lab_image, "live", [qcow2_disk(host, "/root/l.qcow2", "xvda")])
+    for name in ("f1", "f2", "f3"):
+        g.write("xvda", name)
+        snap(host, "create", "live", name, "--disk-only")
+    g.write("xvda", "present")
+    for name in ("f1", "f3", "f2"):  # an intermediate, the active one's, the last
+        snap(host, "delete", "live", name)
+        assert g.read("xvda") == "present"
+    made = snap(host, "create", "live", "f4", "--disk-only")["snapshot"]
+    assert made["disks"][0]["image"] == "/root/l.qcow2"
+    with host.qmp(host.xl.domid("live")) as qmp:
+        files = {n.file for n in qmp.named_block_nodes()}
+    assert files == {"/root/l.qcow2", "/root/l.f4.qcow2"}, files
+    deleted = host.run("ls -l /proc/$(pgrep -f 'xen-domid' | head -1)/fd | grep -c deleted")
+    assert deleted.stdout.strip() in ("", "0"), deleted.stdout

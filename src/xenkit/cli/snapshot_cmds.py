@@ -58,6 +58,14 @@ def call_dom0(out: Output, host_spec: str | None, args: Sequence[str], timeout: 
     return data
 
 
+def _held(s: dict[str, Any]) -> str:
+    """How long the guest was held: its I/O only (qdisk disks, the vCPUs ran on), or
+    the whole domain (a checkpoint, or blkback disks sharing the instant)."""
+    ms = f"{(s.get('paused_seconds') or 0) * 1000:.0f} ms"
+    whole = s["kind"] == "checkpoint" or any(d["kind"] == "lvm" for d in s["disks"])
+    return f"domain paused {ms}" if whole else f"disk I/O held {ms}"
+
+
 @click.group()
 def snapshot() -> None:
     """Snapshots of running domains: disks (internal, external, LVM) and checkpoints."""
@@ -96,10 +104,9 @@ def create(
 
     def render(c: Console) -> None:
         kinds = ", ".join(f"{d['vdev']} {d['kind']}" for d in s["disks"])
-        paused = s.get("paused_seconds")
         c.print(
             f"snapshot {escape(s['name'])} of {escape(s['domain_name'])}: {s['kind']} "
-            f"({kinds}); paused {paused * 1000:.0f} ms, {data['seconds']:.1f} s in all"
+            f"({kinds}); {_held(s)}, {data['seconds']:.1f} s in all"
         )
 
     out.emit(data, render)
@@ -162,7 +169,7 @@ def info(out: Output, domain: str, name: str, host_spec: str | None) -> None:
         c.print(f"parent:      {escape(s['parent'] or '-')}")
         c.print(f"children:    {escape(', '.join(s['children']) or '-')}")
         if s.get("paused_seconds") is not None:
-            c.print(f"paused:      {s['paused_seconds'] * 1000:.0f} ms")
+            c.print(f"held:        {_held(s)}")
         if s["memory"]:
             c.print(f"memory:      {escape(s['memory'])}")
         for d in s["disks"]:

@@ -96,7 +96,11 @@ def _dispatch(engine: SnapshotEngine, args: argparse.Namespace) -> dict[str, Any
     if args.op == "revert":
         start = time.monotonic()
         s = engine.revert(args.domain, args.name)
-        return {"snapshot": snapshot_json(s, s.name), "seconds": time.monotonic() - start}
+        return {
+            "snapshot": snapshot_json(s, s.name),
+            "seconds": time.monotonic() - start,
+            "dropped": engine.last_dropped,
+        }
     if args.op == "delete":
         start = time.monotonic()
         s = engine.delete(args.domain, args.name)

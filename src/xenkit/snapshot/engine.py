@@ -71,6 +71,10 @@ class SnapshotEngine:
     def __init__(self, dom0: Dom0 | None = None, *, root: Path = DEFAULT_ROOT) -> None:
         self.dom0 = dom0 or Dom0()
         self.root = root
+        #: Overlay nodes opened for a create still in progress (closed if it fails).
+        self._added: list[tuple[int, str]] = []
+        #: What the last revert's xl.cfg could not carry over from libxl's record.
+        self.last_dropped: list[str] = []
 
     # -- finding the domain ---------------------------------------------------
 
@@ -228,6 +232,7 @@ class SnapshotEngine:
                 self._roll_back(view, plans, memory)
                 store.remove(name)
                 raise
+            self._added.clear()
             for p in plans:
                 if p.kind == "external" and p.target:
                     self.dom0.point_disk_at(view, p.disk.vdev, p.target, "qcow2")
@@ -280,37 +285,57 @@ class SnapshotEngine:
         return time.monotonic() - start
 
     def _actions(self, view: DomainView, plans: list[Plan], name: str) -> list[dict[str, Any]]:
+        """The transaction's actions. An external snapshot's overlay is created and
+        opened first (``blockdev-add``), so the held instant only switches nodes."""
         qdisk = [p for p in plans if p.kind in ("external", "internal")]
         if not qdisk:
             return []
-        with self.dom0.qmp(view.domid) as qmp:
-            tops = top_nodes(qmp)
         actions: list[dict[str, Any]] = []
-        for p in qdisk:
-            node = tops.get(p.disk.path)
-            if node is None:
-                raise OperationFailed(
-                    f"the QEMU of {view.name} has no block node for {p.disk.path} "
-                    f"(disk {p.disk.vdev})",
-                    hint="libxl's record and QEMU disagree; xenkit snapshot verify explains",
+        with self.dom0.qmp(view.domid) as qmp:
+            blocks = {b.file: b for b in qmp.query_block() if b.file}
+            for p in qdisk:
+                block = blocks.get(p.disk.path)
+                if block is None or not block.node_name:
+                    raise OperationFailed(
+                        f"the QEMU of {view.name} has no block node for {p.disk.path} "
+                        f"(disk {p.disk.vdev})",
+                        hint="libxl's record and QEMU disagree; xenkit snapshot verify explains",
+                    )
+                if p.kind == "internal":
+                    data: dict[str, Any] = {"device": block.node_name, "name": name}
+                    actions.append({"type": "blockdev-snapshot-internal-sync", "data": data})
+                    continue
+                size = block.image.virtual_size if block.image else 0
+                fmt = block.image.format if block.image else p.disk.format
+                self.dom0.run(
+                    [
+                        "qemu-img", "create", "-q", "-f", "qcow2", "-u",
+                        "-b", p.disk.path, "-F", fmt, p.target or "", str(size),
+                    ]
+                )  # fmt: skip
+                node = f"xk{secrets.token_hex(6)}"
+                qmp.execute(
+                    "blockdev-add",
+                    {
+                        "driver": "qcow2",
+                        "node-name": node,
+                        "file": {"driver": "file", "filename": p.target, "locking": "off"},
+                        "backing": None,
+                    },
                 )
-            if p.kind == "internal":
-                data: dict[str, str] = {"device": node, "name": name}
-                actions.append({"type": "blockdev-snapshot-internal-sync", "data": data})
-            else:
-                data = {
-                    "node-name": node,
-                    "snapshot-file": p.target or "",
-                    "snapshot-node-name": f"xk{secrets.token_hex(6)}",
-                    "format": "qcow2",
-                    "mode": "absolute-paths",
-                }
-                actions.append({"type": "blockdev-snapshot-sync", "data": data})
+                self._added.append((view.domid, node))
+                data = {"node": block.node_name, "overlay": node}
+                actions.append({"type": "blockdev-snapshot", "data": data})
         return actions
 
     def _roll_back(self, view: DomainView, plans: list[Plan], memory: Path | None) -> None:
         """After a failed create: the transaction was all or nothing, so only files that
-        no QEMU opened are removed."""
+        no QEMU writes to are removed (overlays opened for it are closed first)."""
+        for domid, node in self._added:
+            with contextlib.suppress(OperationFailed, OSError), self.dom0.qmp(domid) as q:
+                if node not in {b.node_name for b in q.query_block()}:
+                    q.execute("blockdev-del", {"node-name": node})
+        self._added.clear()
         with contextlib.suppress(OperationFailed, OSError):
             current = self.dom0.domain(str(view.domid))
             in_use = {d.path for d in current.disks} if current else set()
@@ -380,6 +405,7 @@ class SnapshotEngine:
                     disk = replace(disk, path=new_active[vdev], format="qcow2")
                 disks.append(disk)
             cfg = xlcfg_from_libxl(config, disks)
+            self.last_dropped = cfg.dropped
             cfg_path = store.dir / f".revert-{name}.cfg"
             cfg_path.write_text(cfg.text)
             store.own(*new_active.values())
@@ -503,6 +529,9 @@ class SnapshotEngine:
         frozen = d.image
         if not Path(frozen).exists():
             return others
+        if view is not None and any(x.backend == "qdisk" for x in view.disks):
+            with self.dom0.qmp(view.domid) as qmp:
+                release_dropped(qmp)
         children = self._children_of(frozen, store, others, view)
         if len(children) != 1:
             return others
@@ -594,6 +623,7 @@ class SnapshotEngine:
             wait_for_job(qmp, job, want="concluded", timeout=7200)
             with contextlib.suppress(QmpError):
                 qmp.execute("job-dismiss", {"id": job})
+            release_dropped(qmp)
 
 
 def _current_raw(store: SnapshotStore) -> str | None:
@@ -630,6 +660,32 @@ def top_nodes(qmp: Qmp) -> dict[str, str]:
         if block.file and block.node_name:
             tops[block.file] = block.node_name
     return tops
+
+
+def release_dropped(qmp: Qmp) -> list[str]:
+    """Close the overlay nodes xenkit opened (``blockdev-add``) that a merge took out
+    of every disk's chain: QEMU keeps a node the monitor added until it is deleted,
+    with its file open and its backing held. Topmost first, until none is left."""
+    in_use: set[str] = set()
+    for block in qmp.query_block():
+        image = block.image
+        while image is not None:
+            in_use.add(image.filename)
+            image = image.backing
+    released: list[str] = []
+    progress = True
+    while progress:
+        progress = False
+        for node in qmp.named_block_nodes():
+            if not node.node_name.startswith("xk") or node.file in in_use:
+                continue
+            try:
+                qmp.execute("blockdev-del", {"node-name": node.node_name})
+            except QmpError:
+                continue
+            released.append(node.node_name)
+            progress = True
+    return released
 
 
 def node_names(qmp: Qmp) -> dict[str, str]:
