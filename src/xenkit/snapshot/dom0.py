@@ -15,6 +15,7 @@ from typing import Any
 
 from xenkit.core.errors import OperationFailed, UsageError
 from xenkit.host.qmp import QMP_SOCKET, Qmp
+from xenkit.host.xenstore import NoEntry, XenStore, XenStoreError
 from xenkit.snapshot.model import Disk
 
 #: libxl keeps its JSON record of each domain's configuration here.
@@ -70,6 +71,9 @@ def disks_of(config: Mapping[str, Any]) -> tuple[Disk, ...]:
 
 class Dom0:
     """Runs what the engine needs on this host."""
+
+    def __init__(self) -> None:
+        self._xs: XenStore | None = None
 
     def run(
         self, argv: Sequence[str], *, timeout: float = 600.0, check: bool = True
@@ -166,14 +170,14 @@ class Dom0:
         and a reboot start from."""
         backend = self._backend_path(view.domid, vdev)
         if backend is not None:
-            params = self.run(["xenstore-read", f"{backend}/params"], check=False).stdout.strip()
+            params = self.xs_read(f"{backend}/params") or ""
             prefix, sep, _ = params.partition(":")
             value = (
                 f"{fmt}:{path}"
                 if sep and prefix in ("qcow2", "raw", "qcow", "vhd", "aio")
                 else path
             )
-            self.run(["xenstore-write", f"{backend}/params", value])
+            self.xenstore().write(f"{backend}/params", value)
         userdata = Path(USERDATA.format(domid=view.domid, uuid=view.uuid))
         try:
             # libxl writes the JSON as a C string, its NUL included.
@@ -196,16 +200,28 @@ class Dom0:
 
     def _backend_path(self, domid: int, vdev: str) -> str | None:
         base = f"/local/domain/{domid}/device/vbd"
-        done = self.run(["xenstore-list", base], check=False)
-        for devid in done.stdout.split():
-            backend = self.run(["xenstore-read", f"{base}/{devid}/backend"], check=False)
-            path = backend.stdout.strip()
-            if not path:
-                continue
-            dev = self.run(["xenstore-read", f"{path}/dev"], check=False).stdout.strip()
-            if dev == vdev:
+        try:
+            devids = self.xenstore().directory(base)
+        except XenStoreError:
+            return None
+        for devid in devids:
+            path = self.xs_read(f"{base}/{devid}/backend")
+            if path and self.xs_read(f"{path}/dev") == vdev:
                 return path
         return None
+
+    def xenstore(self) -> XenStore:
+        """One connection to xenstored for the whole command (a ``xenstore-read``
+        process per key costs a fork and an exec each in an emulated dom0)."""
+        if self._xs is None:
+            self._xs = XenStore()
+        return self._xs
+
+    def xs_read(self, path: str) -> str | None:
+        try:
+            return self.xenstore().read(path)
+        except NoEntry:
+            return None
 
     # -- images ------------------------------------------------------------
 

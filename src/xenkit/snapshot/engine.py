@@ -75,6 +75,8 @@ class SnapshotEngine:
         self._added: list[tuple[int, str]] = []
         #: What the last revert's xl.cfg could not carry over from libxl's record.
         self.last_dropped: list[str] = []
+        #: Disks a delete moved to another image (vdev -> image), for its clean-up.
+        self._pivots: dict[str, str] = {}
 
     # -- finding the domain ---------------------------------------------------
 
@@ -495,9 +497,11 @@ class SnapshotEngine:
             store.remove(name)
             if _current_raw(store) == name:
                 store.set_current(snap.parent)
-            # Merges may have moved the domain to another image: ask libxl again.
-            now = self.dom0.domain(str(view.domid)) if view is not None else None
-            self.collect(store, {x.path for x in now.disks} if now is not None else set())
+            # A merge of the active layer moved the domain to the image below it.
+            active = {x.vdev: x.path for x in view.disks} if view is not None else {}
+            active.update(self._pivots)
+            self._pivots.clear()
+            self.collect(store, set(active.values()))
             return snap
 
     def _delete_internal(self, view: DomainView | None, d: DiskSnapshot, name: str) -> None:
@@ -543,6 +547,7 @@ class SnapshotEngine:
             self._commit_live(view, d.vdev, top=overlay, base=frozen, active=active.get(d.vdev))
             if active.get(d.vdev) == overlay:
                 self.dom0.point_disk_at(view, d.vdev, frozen, d.format)
+                self._pivots[d.vdev] = frozen
         else:
             self.dom0.run(["qemu-img", "commit", "-q", "-d", overlay], timeout=7200)
             for path in self._files_backed_by(overlay, store, others):
