@@ -322,3 +322,27 @@ def test_live_merges_leave_no_open_overlays(host: Host, lab_image: LabImage) -> 
     assert files == {"/root/l.qcow2", "/root/l.f4.qcow2"}, files
     deleted = host.run("ls -l /proc/$(pgrep -f 'xen-domid' | head -1)/fd | grep -c deleted")
     assert deleted.stdout.strip() in ("", "0"), deleted.stdout
+
+
+def test_save_keeps_the_disks_of_that_moment(host: Host, lab_image: LabImage) -> None:
+    """xenkit save: memory and disks of one instant. The domain is booted again from
+    its disks and writes to them; restore still brings back what was saved."""
+    g = make_guest(host, lab_image, "sv", [qcow2_disk(host, "/root/sv.qcow2", "xvda")])
+    g.write("xvda", "saved")
+    g.run("echo 41 > /tmp/mem")
+    made = snap(host, "save", "sv", "/root/sv.save")["snapshot"]
+    assert made["memory"] == "/root/sv.save" and made["kind"] == "checkpoint"
+    assert "sv" not in {d.name for d in host.xl.list()}, "save stops the domain"
+    err = snap(host, "save", "sv", "/root/other.save", ok=False)["error"]
+    assert "no running domain 'sv'" in err["message"]
+    err = snap(host, "restore", "/root/nothing.save", ok=False)["error"]
+    assert "not a save xenkit knows of" in err["message"]
+    snap(host, "restore", "/root/sv.save")
+    assert g.run("cat /tmp/mem", wait=60).text.strip() == "41", "the memory came back"
+    assert g.read("xvda") == "saved"
+    g.write("xvda", "after")
+    snap(host, "save", "sv", "/root/sv2.save", "--keep-running")
+    assert g.read("xvda") == "after", "--keep-running leaves it running"
+    g.write("xvda", "later")
+    snap(host, "restore", "/root/sv.save")
+    assert g.read("xvda") == "saved" and g.run("cat /tmp/mem").text.strip() == "41"

@@ -31,11 +31,13 @@ def cli(ctx: click.Context, as_json: bool, verbose: int, debug: bool) -> None:
 def _register() -> None:
     from xenkit.cli.config_cmds import config
     from xenkit.cli.lab_cmds import lab
-    from xenkit.cli.snapshot_cmds import snapshot
+    from xenkit.cli.snapshot_cmds import restore, save, snapshot
 
     cli.add_command(config)
     cli.add_command(lab)
     cli.add_command(snapshot)
+    cli.add_command(save)
+    cli.add_command(restore)
 
 
 _register()

@@ -119,7 +119,9 @@ def create(
 @json_option
 @click.pass_obj
 def list_(out: Output, domain: str, tree: bool, host_spec: str | None) -> None:
-    """The snapshots of DOMAIN (running, or known by its snapshots); * marks the current."""
+    """The snapshots of DOMAIN (running, or known by its snapshots); * marks the current.
+
+    Descriptions are in ``info`` and in ``--json``."""
     data = call_dom0(out, host_spec, ["list", domain], timeout=120)
 
     def render(c: Console) -> None:
@@ -133,7 +135,6 @@ def list_(out: Output, domain: str, tree: bool, host_spec: str | None) -> None:
         t = Table(box=None, pad_edge=False)
         for col in ("NAME", "KIND", "DISKS", "CREATED (UTC)", "PARENT"):
             t.add_column(col, no_wrap=True)
-        t.add_column("DESCRIPTION", overflow="fold")
         for s in data["snapshots"]:
             mark = " *" if s["current"] else ""
             disks = " ".join(f"{d['vdev']}:{d['kind'][:3]}" for d in s["disks"])
@@ -141,9 +142,8 @@ def list_(out: Output, domain: str, tree: bool, host_spec: str | None) -> None:
                 escape(s["name"] + mark),
                 s["kind"] if s["state"] == "complete" else f"{s['kind']} (unfinished)",
                 disks,
-                s["created_iso"][:16].replace("T", " "),
+                s["created_iso"][5:16].replace("T", " "),
                 escape(s["parent"] or "-"),
-                escape(s["description"]),
             )
         c.print(t)
 
@@ -236,3 +236,44 @@ def verify(out: Output, domain: str, repair: bool, host_spec: str | None) -> int
 
     out.emit(data, render)
     return 0 if data["ok"] else 1
+
+
+@click.command("save")
+@click.argument("domain")
+@click.argument("file")
+@click.option("--keep-running", is_flag=True, help="Leave the domain running (xl save -c).")
+@host_option
+@json_option
+@click.pass_obj
+def save(out: Output, domain: str, file: str, keep_running: bool, host_spec: str | None) -> None:
+    """xl save with the disks: DOMAIN's memory to FILE (in dom0), its disks snapshotted at
+    that moment; the domain stops, as with xl save, unless --keep-running."""
+    args = ["save", domain, file, *(["--keep-running"] if keep_running else [])]
+    data = call_dom0(out, host_spec, args, timeout=3600)
+    s = data["snapshot"]
+    after = "still running" if keep_running else "stopped"
+    out.emit(
+        data,
+        lambda c: c.print(
+            f"saved {escape(s['domain_name'])} to {escape(file)} with its disks "
+            f"(snapshot {escape(s['name'])}); {after}; {data['seconds']:.1f} s"
+        ),
+    )
+
+
+@click.command("restore")
+@click.argument("file")
+@host_option
+@json_option
+@click.pass_obj
+def restore(out: Output, file: str, host_spec: str | None) -> None:
+    """Bring back what xenkit save wrote to FILE: the memory and the disks of that moment."""
+    data = call_dom0(out, host_spec, ["restore", file], timeout=3600)
+    s = data["snapshot"]
+    out.emit(
+        data,
+        lambda c: c.print(
+            f"restored {escape(s['domain_name'])} from {escape(file)}, running, "
+            f"in {data['seconds']:.1f} s"
+        ),
+    )

@@ -44,6 +44,12 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--mode", choices=("internal", "external"))
     c.add_argument("--disk", action="append", dest="disks")
     c.add_argument("--description", default="")
+    sv = ops.add_parser("save")
+    sv.add_argument("domain")
+    sv.add_argument("file", type=Path)
+    sv.add_argument("--keep-running", action="store_true")
+    rs = ops.add_parser("restore")
+    rs.add_argument("file", type=Path)
     for op in ("list", "verify"):
         q = ops.add_parser(op)
         q.add_argument("domain")
@@ -77,6 +83,13 @@ def _dispatch(engine: SnapshotEngine, args: argparse.Namespace) -> dict[str, Any
             vdevs=args.disks,
             description=args.description,
         )
+        return {"snapshot": snapshot_json(s, s.name), "seconds": time.monotonic() - start}
+    if args.op in ("save", "restore"):
+        start = time.monotonic()
+        if args.op == "save":
+            s = engine.save(args.domain, args.file, keep_running=args.keep_running)
+        else:
+            s = engine.restore(args.file)
         return {"snapshot": snapshot_json(s, s.name), "seconds": time.monotonic() - start}
     if args.op == "list":
         store, snaps, current = engine.snapshots(args.domain)

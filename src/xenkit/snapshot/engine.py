@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -171,15 +172,16 @@ class SnapshotEngine:
             hint="qdisk (QEMU) disks and LVM volumes on blkback can be snapshotted",
         )
 
-    def _check_space(self, plans: list[Plan], memory_bytes: int, store: SnapshotStore) -> None:
+    def _check_space(self, plans: list[Plan], memory_bytes: int, memory: Path | None) -> None:
         wanted: dict[Path, int] = {}
         for p in plans:
             if p.kind == "external" and p.target:
                 d = Path(p.target).parent
                 wanted[d] = wanted.get(d, 0) + HEADROOM
-        if memory_bytes:
-            store.dir.mkdir(parents=True, exist_ok=True)
-            wanted[store.dir] = wanted.get(store.dir, 0) + memory_bytes + HEADROOM
+        if memory_bytes and memory is not None:
+            memory.parent.mkdir(parents=True, exist_ok=True)
+            d = memory.parent
+            wanted[d] = wanted.get(d, 0) + memory_bytes + HEADROOM
         for directory, need in wanted.items():
             free = _free_bytes(directory)
             if free < need:
@@ -200,6 +202,7 @@ class SnapshotEngine:
         mode: Mode | None = None,
         vdevs: Sequence[str] | None = None,
         description: str = "",
+        memory_file: Path | None = None,
     ) -> Snapshot:
         view = self.running(ref)
         store = SnapshotStore(view.uuid, self.root, label=view.name)
@@ -211,9 +214,13 @@ class SnapshotEngine:
                     hint="choose another name, or delete the old one first",
                 )
             plans = self.plan(view, name, mode, vdevs)
-            memory = None if disk_only else store.memory_path(name)
+            memory = None if disk_only else (memory_file or store.memory_path(name))
+            if memory is not None and memory.exists():
+                raise UsageError(
+                    f"{memory} exists", hint="give another file, or remove this one first"
+                )
             mem_bytes = int(view.config.get("b_info", {}).get("max_memkb", 0)) * 1024
-            self._check_space(plans, mem_bytes if memory else 0, store)
+            self._check_space(plans, mem_bytes if memory else 0, memory)
             parent = store.current()
             draft = Snapshot(
                 name=name,
@@ -348,6 +355,43 @@ class SnapshotEngine:
                     Path(p.target).unlink(missing_ok=True)
         if memory is not None:
             memory.unlink(missing_ok=True)
+
+    # -- save and restore ----------------------------------------------------
+
+    def save(self, ref: str, file: Path, *, keep_running: bool = False) -> Snapshot:
+        """``xl save`` with the disks: a checkpoint whose memory is ``file``, the disks
+        snapshotted at the moment the memory was saved; then the domain is destroyed
+        (as ``xl save`` does) unless ``keep_running``."""
+        file = file.absolute()
+        view = self.running(ref)
+        stem = re.sub(r"[^A-Za-z0-9._+-]", "-", file.name.split(".", 1)[0])[:40] or "file"
+        name = check_name(f"save-{stem}")
+        if SnapshotStore(view.uuid, self.root).exists(name):
+            name = f"{name}-{secrets.token_hex(2)}"
+        snap = self.create(ref, name, description="xenkit save", memory_file=file)
+        if not keep_running:
+            self.dom0.destroy(view.domid)
+        return snap
+
+    def restore(self, file: Path) -> Snapshot:
+        """Bring back what ``save`` wrote to ``file``: its memory and its disks."""
+        file = file.absolute()
+        for store in self._stores():
+            for s in store.all():
+                if s.memory == str(file):
+                    running = self.dom0.domain(s.domain_name)
+                    same = running is not None and running.uuid == s.domain_uuid
+                    return self.revert(s.domain_name if same else s.domain_uuid, s.name)
+        raise UsageError(
+            f"{file} is not a save xenkit knows of",
+            hint="xenkit restore takes files written by xenkit save; "
+            "for a plain xl save file use xl restore",
+        )
+
+    def _stores(self) -> list[SnapshotStore]:
+        if not self.root.is_dir():
+            return []
+        return [SnapshotStore(d.name, self.root) for d in sorted(self.root.iterdir())]
 
     # -- list and info -------------------------------------------------------
 
