@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import tempfile
 import time
@@ -31,8 +30,7 @@ MERGE_MIB = 256
 
 
 def _snap(host: Host, *args: str) -> dict[str, Any]:
-    r = host.run_dom0(["snapshot", *args], timeout=1800)
-    data: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    data: dict[str, Any] = host.run_dom0_json(["snapshot", *args], timeout=1800)
     if "error" in data:
         raise RuntimeError(f"snapshot {' '.join(args)}: {data['error']}")
     return data

@@ -6,7 +6,6 @@ send it the request and render its JSON answer.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -17,7 +16,7 @@ from rich.table import Table
 
 from xenkit.cli.lab_cmds import _Progress, json_option
 from xenkit.cli.output import Output
-from xenkit.core.errors import OperationFailed, XenkitError
+from xenkit.core.errors import XenkitError
 from xenkit.host.host import Host
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -44,14 +43,7 @@ def call_dom0(out: Output, host_spec: str | None, args: Sequence[str], timeout: 
     """Run ``snapshot ARGS`` in dom0; its JSON answer, or its error raised here."""
     with _Progress(out, "reaching the host") as progress:
         host = Host.open(host_spec, progress=progress)
-    r = host.run_dom0(["snapshot", *args], timeout=timeout)
-    try:
-        data = json.loads(r.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise OperationFailed(
-            f"the snapshot engine on {host.name} gave no answer (exit {r.returncode})",
-            hint=(r.stderr.strip().splitlines() or ["no message"])[-1],
-        ) from None
+    data = host.run_dom0_json(["snapshot", *args], timeout=timeout)
     if "error" in data:
         err = data["error"]
         raise Dom0Error(str(err["message"]), err.get("hint"), int(data.get("exit_code", 1)))

@@ -7,7 +7,6 @@ back) on any host, without giving guests a network.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,18 +47,11 @@ def guest_exec(
 
     ``wait`` first waits that long for the guest's agent to come up.
     """
-    r = host.run_dom0(
+    data = host.run_dom0_json(
         ["guest-exec", str(domid), "--timeout", f"{timeout:g}", "--wait", f"{wait:g}"],
         input=command,
         timeout=timeout + wait + 30,
     )
-    try:
-        data = json.loads(r.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise OperationFailed(
-            f"guest-exec on {host.name} answered {r.stdout.strip()[-200:]!r} "
-            f"(exit {r.returncode}): {r.stderr.strip()[-300:]}"
-        ) from None
     if "error" in data:
         raise OperationFailed(str(data["error"]), hint=data.get("hint"))
     return GuestRun(command, int(data["status"]), base64.b64decode(data["output"]))

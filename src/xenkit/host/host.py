@@ -18,14 +18,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import json
 import re
 import shlex
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from xenkit.core.errors import UsageError
+from xenkit.core.errors import OperationFailed, UsageError
 from xenkit.host.errors import CommandFailed, HostUnreachable
 from xenkit.host.transport import (
     Command,
@@ -268,6 +269,25 @@ class Host:
         return self.run(
             ["python3", "-I", DOM0_APP_PATH, *args], timeout=timeout, input=input, check=check
         )
+
+    def run_dom0_json(
+        self,
+        args: Sequence[str],
+        *,
+        timeout: float = 60.0,
+        input: str | bytes | None = None,
+    ) -> Any:
+        """``run_dom0`` for the zipapp's commands that answer with one JSON line (the
+        last one); a command that gave none is an ``OperationFailed`` quoting it."""
+        r = self.run_dom0(args, timeout=timeout, input=input)
+        try:
+            return json.loads(r.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise OperationFailed(
+                f"xenkit-dom0.pyz {args[0]} on {self.name} gave no JSON answer "
+                f"(exit {r.returncode}): {r.stdout.strip()[-200:]!r}",
+                hint=(r.stderr.strip().splitlines() or ["it printed nothing on stderr"])[-1],
+            ) from None
 
     def _remote_sha256(self, path: str) -> str | None:
         r = self.run(["sha256sum", path], timeout=30)

@@ -19,7 +19,6 @@ Standard library only: this runs on the Xen host.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -31,7 +30,8 @@ from typing import Any, Literal
 
 from xenkit.core.errors import OperationFailed, UsageError
 from xenkit.host.qmp import Qmp, QmpError
-from xenkit.snapshot.dom0 import Dom0, DomainView, wait_for_job
+from xenkit.snapshot import lvm
+from xenkit.snapshot.dom0 import Dom0, DomainView, disks_of, wait_for_job
 from xenkit.snapshot.model import Disk, DiskKind, DiskSnapshot, Snapshot, check_name
 from xenkit.snapshot.store import DEFAULT_ROOT, SnapshotStore, tree_lines
 from xenkit.snapshot.xlcfg import xlcfg_from_libxl
@@ -53,14 +53,15 @@ class Plan:
     target: str | None = None
 
 
-def _stem(path: str) -> Path:
+def stem_of(path: str) -> Path:
+    """``/images/web.s1.qcow2`` → ``/images/web``: the name xenkit's overlays share."""
     p = Path(path)
     return p.with_name(p.name.split(".", 1)[0])
 
 
 def overlay_path(active: str, name: str) -> str:
     """``/images/web.qcow2`` → ``/images/web.<name>.qcow2`` (and the same for overlays)."""
-    return str(_stem(active)) + f".{name}.qcow2"
+    return str(stem_of(active)) + f".{name}.qcow2"
 
 
 def _free_bytes(directory: Path) -> int:
@@ -150,8 +151,6 @@ class SnapshotEngine:
                 )
             return Plan(disk, "external", target)
         if disk.backend == "phy":
-            from xenkit.snapshot import lvm
-
             if mode == "internal":
                 raise SnapshotRefused(
                     f"disk {disk.vdev} of {view.name} is a block device served by blkback: "
@@ -284,8 +283,6 @@ class SnapshotEngine:
                     qmp.execute("transaction", {"actions": actions})
                     if not held:
                         return time.monotonic() - start
-            from xenkit.snapshot import lvm
-
             for p in lvm_plans:
                 lvm.create_snapshot(self.dom0, p.disk.path, p.target or "")
         finally:
@@ -419,7 +416,7 @@ class SnapshotEngine:
             config = snap.extra.get("libxl_config")
             if not isinstance(config, dict):
                 raise OperationFailed(f"snapshot {name!r} has no domain configuration recorded")
-            base_disks = {d.vdev: d for d in _disks_from(config)}
+            base_disks = {d.vdev: d for d in disks_of(config)}
             new_active: dict[str, str] = {}
             for d in snap.disks:
                 if d.kind == "external":
@@ -442,8 +439,6 @@ class SnapshotEngine:
                 elif d.kind == "internal":
                     self.dom0.run(["qemu-img", "snapshot", "-a", name, d.image])
                 else:
-                    from xenkit.snapshot import lvm
-
                     lvm.revert(self.dom0, origin=d.overlay or "", snapshot=d.image)
             disks = []
             for vdev, disk in base_disks.items():
@@ -529,8 +524,6 @@ class SnapshotEngine:
                 elif d.kind == "external":
                     others = self._merge_external(view, d, others, store)
                 else:
-                    from xenkit.snapshot import lvm
-
                     lvm.remove(self.dom0, d.image)
             for child in others:
                 if child.parent == name:
@@ -539,7 +532,7 @@ class SnapshotEngine:
             if snap.memory:
                 Path(snap.memory).unlink(missing_ok=True)
             store.remove(name)
-            if _current_raw(store) == name:
+            if store.recorded_current() == name:
                 store.set_current(snap.parent)
             # A merge of the active layer moved the domain to the image below it.
             active = {x.vdev: x.path for x in view.disks} if view is not None else {}
@@ -580,7 +573,7 @@ class SnapshotEngine:
         if view is not None and any(x.backend == "qdisk" for x in view.disks):
             with self.dom0.qmp(view.domid) as qmp:
                 release_dropped(qmp)
-        children = self._children_of(frozen, store, others, view)
+        children = self._backed_by(frozen, store, others, view)
         if len(children) != 1:
             return others
         (overlay,) = children
@@ -594,7 +587,7 @@ class SnapshotEngine:
                 self._pivots[d.vdev] = frozen
         else:
             self.dom0.run(["qemu-img", "commit", "-q", "-d", overlay], timeout=7200)
-            for path in self._files_backed_by(overlay, store, others):
+            for path in self._backed_by(overlay, store, others, view):
                 self.dom0.run(["qemu-img", "rebase", "-u", "-b", frozen, "-F", d.format, path])
         if overlay in store.owned():
             Path(overlay).unlink(missing_ok=True)
@@ -612,26 +605,14 @@ class SnapshotEngine:
             moved.append(replace(s, disks=disks))
         return moved
 
-    def _children_of(
+    def _backed_by(
         self, image: str, store: SnapshotStore, others: list[Snapshot], view: DomainView | None
-    ) -> set[str]:
-        candidates: set[str] = set()
-        for s in others:
-            for x in s.disks:
-                candidates.update(p for p in (x.image, x.overlay) if p)
+    ) -> list[str]:
+        """The files whose backing file is ``image``, among those any record, the
+        running domain or the store knows."""
+        candidates = referenced_images(others) | store.owned()
         if view is not None:
             candidates.update(x.path for x in view.disks)
-        candidates |= store.owned()
-        children = set()
-        for path in candidates:
-            if path != image and Path(path).exists() and self.dom0.backing_of(path) == image:
-                children.add(path)
-        return children
-
-    def _files_backed_by(
-        self, image: str, store: SnapshotStore, others: list[Snapshot]
-    ) -> list[str]:
-        candidates = store.owned() | referenced_images(others)
         return sorted(
             p
             for p in candidates
@@ -675,23 +656,9 @@ class SnapshotEngine:
             release_dropped(qmp)
 
 
-def _current_raw(store: SnapshotStore) -> str | None:
-    try:
-        value = json.loads((store.dir / "current.json").read_text()).get("current")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
-
-
-def _disks_from(config: dict[str, Any]) -> tuple[Disk, ...]:
-    from xenkit.snapshot.dom0 import disks_of
-
-    return disks_of(config)
-
-
 def revert_overlay_path(frozen: str, name: str) -> str:
     """A fresh overlay over snapshot ``name``'s frozen image for a reverted domain."""
-    return str(_stem(frozen)) + f".{name}-{secrets.token_hex(3)}.qcow2"
+    return str(stem_of(frozen)) + f".{name}-{secrets.token_hex(3)}.qcow2"
 
 
 def referenced_images(snapshots: list[Snapshot]) -> set[str]:

@@ -112,12 +112,17 @@ class SnapshotStore:
 
     # -- the current snapshot --------------------------------------------------
 
-    def current(self) -> str | None:
+    def recorded_current(self) -> str | None:
+        """What ``current.json`` says, whether or not that snapshot still exists."""
         try:
             value = json.loads((self.dir / "current.json").read_text()).get("current")
         except (OSError, ValueError, AttributeError):
             return None
-        return value if isinstance(value, str) and self.exists(value) else None
+        return value if isinstance(value, str) else None
+
+    def current(self) -> str | None:
+        value = self.recorded_current()
+        return value if value is not None and self.exists(value) else None
 
     def set_current(self, name: str | None) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xenkit.core.errors import OperationFailed
+from xenkit.snapshot.engine import referenced_images, stem_of
 from xenkit.snapshot.model import Snapshot
 from xenkit.snapshot.store import SnapshotStore
 
@@ -158,23 +159,13 @@ def _check_jobs(
 
 
 def _check_current(store: SnapshotStore, report: Report, repair: bool) -> None:
-    raw = _raw_current(store)
+    raw = store.recorded_current()
     if raw is not None and not store.exists(raw):
         p = Problem(None, f"the current snapshot {raw!r} does not exist", True)
         if repair:
             store.set_current(None)
             p.repaired = True
         report.problems.append(p)
-
-
-def _raw_current(store: SnapshotStore) -> str | None:
-    import json
-
-    try:
-        value = json.loads((store.dir / "current.json").read_text()).get("current")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) else None
 
 
 def _check_orphans(
@@ -186,8 +177,6 @@ def _check_orphans(
 ) -> None:
     """Overlays xenkit made (``<disk>.<snapshot>.qcow2``, ``<disk>.<snapshot>-<hex>.qcow2``)
     that no record, no running disk and no other image's backing chain uses."""
-    from xenkit.snapshot.engine import _stem, referenced_images
-
     snaps = store.all()
     used = referenced_images(snaps)
     if view is not None:
@@ -196,7 +185,7 @@ def _check_orphans(
     if not names:
         return
     ours = re.compile(rf"(?:{names})(?:-[0-9a-f]{{6}})?")
-    stems = {(Path(u).parent, _stem(u).name) for u in used}
+    stems = {(Path(u).parent, stem_of(u).name) for u in used}
     backing = {engine.dom0.backing_of(u) for u in used if Path(u).exists()}
     for directory, stem in sorted(stems):
         for f in sorted(directory.glob(f"{stem}.*.qcow2")):

@@ -108,10 +108,9 @@ def xlcfg_from_libxl(config: Mapping[str, Any], disks: Sequence[Disk]) -> XlCfg:
         value = b_info.get(key) or per_type.get(key)
         if isinstance(value, str) and value:
             lines.append(f"{name} = {_quote(value)}")
-    for key in ("bootloader",):
-        value = b_info.get(key) or per_type.get(key)
-        if isinstance(value, str) and value:
-            lines.append(f"{key} = {_quote(value)}")
+    bootloader = b_info.get("bootloader") or per_type.get("bootloader")
+    if isinstance(bootloader, str) and bootloader:
+        lines.append(f"bootloader = {_quote(bootloader)}")
     if kind == "hvm":
         lines += _hvm_lines(per_type)
     specs = [disk_spec(d) for d in disks]
