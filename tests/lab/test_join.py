@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shlex
 import socket
 import struct
 import time
@@ -23,6 +24,7 @@ import pytest
 from xenkit.cli import lab_cmds
 from xenkit.cli.main import main
 from xenkit.config import parse_config
+from xenkit.host.guestexec import guest_exec
 from xenkit.host.host import Host
 from xenkit.lab import LabImage, guest_config, list_labs, network
 
@@ -135,6 +137,91 @@ def test_xl_migrate_moves_a_pvh_guest_to_the_other_host(joined: Path, lab_image:
     (moved,) = [d for d in hb.xl.list() if d.name == "mover"]
     assert moved.domid > 0 and not moved.state.paused and moved.domain_type == "pvh", moved
     hb.xl.destroy("mover")
+
+
+WRITER = (
+    "i=0; while [ ! -e /tmp/stop ]; do i=$((i+1)); printf '%s\\n' $i | "
+    "dd of=/dev/xvda bs=512 seek=$((i % 64)) count=1 conv=sync,fsync 2>/dev/null "
+    "&& echo $i > /tmp/last; done; echo $i > /tmp/stopped"
+)
+SLOTS = (
+    "sync; echo 3 > /proc/sys/vm/drop_caches; for s in $(seq 0 63); do "
+    "echo $s:$(dd if=/dev/xvda bs=512 skip=$s count=1 2>/dev/null | head -n1); done"
+)
+
+
+def mover_with_a_local_disk(host: Host, image: LabImage, path: str) -> None:
+    host.run(["qemu-img", "create", "-q", "-f", "qcow2", path, "64M"], check=True)
+    disk = f"format=qcow2,vdev=xvda,access=rw,backendtype=qdisk,target={path}"
+    cfg = guest_config(image.guest, "pvh", "mover", agent=True) + f'disk = [ "{disk}" ]\n'
+    host.xl.create(parse_config(cfg))
+    guest_exec(host, host.xl.domid("mover"), "true", wait=180).check()
+
+
+def in_mover(host: Host, command: str) -> str:
+    return guest_exec(host, host.xl.domid("mover"), command, wait=30).check().text
+
+
+def written(host: Host) -> int:
+    return int(in_mover(host, "cat /tmp/last 2>/dev/null || echo 0"))
+
+
+def until_written(host: Host, at_least: int) -> int:
+    deadline = time.monotonic() + 120
+    while (n := written(host)) < at_least:
+        assert time.monotonic() < deadline, f"the guest wrote only {n} sectors"
+        time.sleep(1)
+    return n
+
+
+@pytest.mark.lab
+def test_migrate_moves_a_guest_with_local_disks_and_loses_no_write(
+    joined: Path, lab_image: LabImage
+) -> None:
+    """xenkit migrate: a PVH guest writes a counter to its local qcow2 disk without a
+    pause, before, during and after the move; on the other host every sector holds the
+    last value the guest wrote there."""
+    ha, hb = Host.open(A, state_dir=joined), Host.open(B, state_dir=joined)
+    mover_with_a_local_disk(ha, lab_image, "/root/mover.qcow2")
+    in_mover(ha, f"setsid sh -c {shlex.quote(WRITER)} >/dev/null 2>&1 &")
+    until_written(ha, 20)
+    rc, data = cli_json("migrate", "--host", f"lab:{A}", "mover", B)
+    assert rc == 0, data
+    assert data["dest"] == B and data["left_here"] == ["/root/mover.qcow2"], data
+    assert data["handover_seconds"] > 0
+    assert "mover" not in {d.name for d in ha.xl.list()}
+    (moved,) = [d for d in hb.xl.list() if d.name == "mover"]
+    assert moved.domain_type == "pvh" and not moved.state.paused
+    # The guest goes on writing on jb, to jb's copy of the disk.
+    until_written(hb, written(hb) + 10)
+    assert "/root/mover.qcow2" in hb.run("xl list -l mover", check=True).stdout
+    in_mover(hb, "touch /tmp/stop; while [ ! -e /tmp/stopped ]; do sleep 0.1; done")
+    last = int(in_mover(hb, "cat /tmp/stopped"))
+    assert written(hb) == last, "the guest's last write failed"
+    slots = dict(line.split(":", 1) for line in in_mover(hb, SLOTS).split())
+    want = {str(s): str(max(i for i in range(1, last + 1) if i % 64 == s)) for s in range(64)}
+    assert slots == want
+    left = hb.run("pgrep -a qemu-nbd; ls /run | grep -c xenkit-nbd", timeout=30)
+    assert left.stdout.strip() == "0", left.stdout
+    hb.xl.destroy("mover")
+    assert ha.run("qemu-img info -U /root/mover.qcow2").ok, "the source's image is kept"
+
+
+@pytest.mark.lab
+def test_migrate_refuses_to_overwrite_the_destination(joined: Path, lab_image: LabImage) -> None:
+    ha, hb = Host.open(A, state_dir=joined), Host.open(B, state_dir=joined)
+    hb.run("echo keep > /root/taken.qcow2", check=True)
+    mover_with_a_local_disk(ha, lab_image, "/root/taken.qcow2")
+    rc, data = cli_json("migrate", "--host", f"lab:{A}", "mover", B)
+    assert rc == 2 and "already has /root/taken.qcow2" in data["error"]["message"], data
+    assert hb.run("cat /root/taken.qcow2").stdout == "keep\n"
+    assert not hb.run("pgrep qemu-nbd").ok
+    assert in_mover(ha, "echo alive") == "alive\n"
+    rc, data = cli_json("migrate", "--host", f"lab:{A}", "nosuch", B)
+    assert rc == 2 and "no running domain 'nosuch'" in data["error"]["message"], data
+    rc, data = cli_json("migrate", "--host", f"lab:{A}", "mover", "no-such-host")
+    assert rc == 2 and "cannot resolve" in data["error"]["message"], data
+    ha.xl.destroy("mover")
 
 
 @pytest.mark.lab

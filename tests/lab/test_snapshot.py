@@ -346,3 +346,48 @@ def test_save_keeps_the_disks_of_that_moment(host: Host, lab_image: LabImage) ->
     g.write("xvda", "later")
     snap(host, "restore", "/root/sv.save")
     assert g.read("xvda") == "saved" and g.run("cat /tmp/mem").text.strip() == "41"
+
+
+def test_no_space_is_refused_before_anything_starts(host: Host, lab_image: LabImage) -> None:
+    host.run("mkdir -p /mnt/small && mount -t tmpfs -o size=8M small /mnt/small", check=True)
+    try:
+        g = make_guest(host, lab_image, "tight", [qcow2_disk(host, "/mnt/small/t.qcow2", "xvda")])
+        g.write("xvda", "before")
+        err = snap(host, "create", "tight", "s1", "--disk-only", ok=False)["error"]
+        assert "/mnt/small has" in err["message"] and "MiB free" in err["message"], err
+        assert "free some space" in err["hint"]
+        assert host.run("ls /mnt/small", check=True).stdout.split() == ["t.qcow2"]
+        assert snap(host, "list", "tight")["snapshots"] == []
+        g.write("xvda", "after")  # the guest still writes to its own image
+        assert g.read("xvda") == "after"
+        host.xl.destroy("tight")
+    finally:
+        host.run("umount /mnt/small", timeout=60)
+
+
+def test_revert_is_refused_while_a_block_job_runs(host: Host, lab_image: LabImage) -> None:
+    """A mirror to a null node never ends by itself: the job a revert must not cut."""
+    g = make_guest(host, lab_image, "busy", [qcow2_disk(host, "/root/busy.qcow2", "xvda")])
+    g.write("xvda", "original")
+    snap(host, "create", "busy", "s1", "--disk-only")
+    g.write("xvda", "newer")
+    domid = host.xl.domid("busy")
+    with host.qmp(domid) as qmp:
+        (top,) = [b.node_name for b in qmp.query_block() if b.file == "/root/busy.s1.qcow2"]
+        qmp.execute("blockdev-add", {"driver": "null-co", "node-name": "t-null",
+                                     "size": 64 << 20})  # fmt: skip
+        qmp.execute("blockdev-mirror", {"job-id": "t-job", "device": top, "target": "t-null",
+                                        "sync": "full"})  # fmt: skip
+    err = snap(host, "revert", "busy", "s1", ok=False)["error"]
+    assert "has a block job running (t-job)" in err["message"], err
+    assert host.xl.domid("busy") == domid, "the domain was not restarted"
+    assert g.read("xvda") == "newer"
+    with host.qmp(domid) as qmp:
+        qmp.execute("block-job-cancel", {"device": "t-job", "force": True})
+        deadline = time.monotonic() + 60
+        while qmp.execute("query-block-jobs") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        qmp.execute("blockdev-del", {"node-name": "t-null"})
+    snap(host, "revert", "busy", "s1")
+    g.up()
+    assert g.read("xvda") == "original"

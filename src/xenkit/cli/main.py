@@ -31,6 +31,7 @@ def cli(ctx: click.Context, as_json: bool, verbose: int, debug: bool) -> None:
 def _register() -> None:
     from xenkit.cli.config_cmds import config
     from xenkit.cli.lab_cmds import lab
+    from xenkit.cli.migrate_cmds import migrate
     from xenkit.cli.snapshot_cmds import restore, save, snapshot
 
     cli.add_command(config)
@@ -38,6 +39,7 @@ def _register() -> None:
     cli.add_command(snapshot)
     cli.add_command(save)
     cli.add_command(restore)
+    cli.add_command(migrate)
 
 
 _register()

@@ -10,6 +10,12 @@ Commands:
     ``output`` (base64). ``--wait`` first waits up to S seconds for the agent.
 ``snapshot create|list|info|revert|delete|verify ...``
     the snapshot engine (``xenkit.snapshot``); one JSON document out.
+``migrate DOMAIN DEST [--nbd-port P] [--progress-file F]``
+    storage migration (``xenkit.snapshot.migrate``): the disks are mirrored to
+    DEST over NBD, then ``xl migrate`` moves the domain; one JSON document out,
+    progress as JSON lines on stderr (and in F).
+``migrate-relay PLAN HOST COMMAND...``
+    what ``migrate`` gives ``xl migrate -s``: ssh with the disks' hand-over.
 ``selftest [--json]``
     imports every module in the archive and looks at the host (dom0?
     xenstored, xl, ``xen.lowlevel.xc``); exits 0 when the archive itself
@@ -151,9 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ge.add_argument("--timeout", type=float, default=60.0)
     ge.add_argument("--wait", type=float, default=0.0)
     snapshot_cli.add_parser(sub)
+    snapshot_cli.add_migrate_parsers(sub)
     args = parser.parse_args(argv)
     if args.command == "snapshot":
         return snapshot_cli.run(args)
+    if args.command in ("migrate", "migrate-relay"):
+        return snapshot_cli.run_migrate(args)
     if args.command == "guest-exec":
         return _guest_exec(args.domid, sys.stdin.read(), args.timeout, args.wait)
     if args.command == "version":

@@ -1,4 +1,5 @@
-"""``xenkit-dom0.pyz snapshot ...``: the snapshot engine's commands, run in dom0.
+"""``xenkit-dom0.pyz snapshot ...`` and ``migrate``: the snapshot engine's commands and
+storage migration, run in dom0.
 
 Every command prints one JSON document (the control side's ``xenkit snapshot``
 renders it); an error is ``{"error": {...}}`` with the exit code of its kind.
@@ -10,14 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xenkit.core.errors import XenkitError
+from xenkit.core.errors import UsageError, XenkitError
 from xenkit.snapshot.engine import SnapshotEngine
+from xenkit.snapshot.migrate import DEFAULT_NBD_PORT, StorageMigration
 from xenkit.snapshot.model import Snapshot
+from xenkit.snapshot.relay import relay
 from xenkit.snapshot.store import DEFAULT_ROOT, tree_lines
 from xenkit.snapshot.verify import verify
 
@@ -66,9 +70,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(json.dumps(_dispatch(engine, args), sort_keys=True))
     except XenkitError as exc:
-        error = {"kind": type(exc).__name__, "message": exc.message, "hint": exc.hint}
-        print(json.dumps({"error": error, "exit_code": exc.exit_code}))
-        return exc.exit_code
+        return _print_error(exc)
     return 0
 
 
@@ -120,6 +122,52 @@ def _dispatch(engine: SnapshotEngine, args: argparse.Namespace) -> dict[str, Any
         return {"deleted": s.name, "seconds": time.monotonic() - start}
     report = verify(engine, args.domain, repair=args.repair)
     return report.to_json()
+
+
+def add_migrate_parsers(sub: Any) -> None:
+    m = sub.add_parser("migrate", help="move a running domain and its disks (JSON out)")
+    m.add_argument("domain")
+    m.add_argument("dest")
+    m.add_argument("--nbd-port", type=int, default=DEFAULT_NBD_PORT)
+    m.add_argument("--progress-file", type=Path)
+    r = sub.add_parser("migrate-relay", help="what xenkit migrate gives xl migrate -s")
+    r.add_argument("plan", type=Path)
+    r.add_argument("remote", nargs=argparse.REMAINDER)
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    if args.command == "migrate-relay":
+        if len(args.remote) < 2:
+            print("migrate-relay: want PLAN HOST COMMAND...", file=sys.stderr)
+            return 2
+        return relay(args.plan, args.remote)
+    progress_file: Path | None = args.progress_file
+
+    def progress(stage: str, detail: dict[str, Any]) -> None:
+        line = json.dumps({"stage": stage, **detail, "at": time.time()})
+        print(line, file=sys.stderr, flush=True)
+        if progress_file is not None:
+            tmp = progress_file.with_name(f".{progress_file.name}.tmp")
+            tmp.write_text(line + "\n")
+            tmp.replace(progress_file)
+
+    me = [sys.executable, "-I", str(Path(sys.argv[0]).resolve()), "migrate-relay"]
+    try:
+        if not 1024 <= args.nbd_port <= 65535 - 16:
+            raise UsageError(f"--nbd-port must be 1024-65519, not {args.nbd_port}")
+        result = StorageMigration().migrate(
+            args.domain, args.dest, port=args.nbd_port, relay=me, progress=progress
+        )
+    except XenkitError as exc:
+        return _print_error(exc)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def _print_error(exc: XenkitError) -> int:
+    error = {"kind": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+    print(json.dumps({"error": error, "exit_code": exc.exit_code}))
+    return exc.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

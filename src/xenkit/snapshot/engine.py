@@ -485,13 +485,15 @@ class SnapshotEngine:
     def _refuse_if_jobs(self, view: DomainView) -> None:
         if not any(d.backend == "qdisk" for d in view.disks):
             return
+        jobs: list[dict[str, Any]] = []
+        # No QMP answer means no QEMU to run a job (the revert then stops it anyway).
         with contextlib.suppress(OperationFailed), self.dom0.qmp(view.domid) as qmp:
             jobs = qmp.execute("query-block-jobs")
-            if jobs:
-                raise OperationFailed(
-                    f"domain {view.name} has a block job running ({jobs[0].get('device')})",
-                    hint="wait for it to finish (or cancel it) before reverting",
-                )
+        if jobs:
+            raise OperationFailed(
+                f"domain {view.name} has a block job running ({jobs[0].get('device')})",
+                hint="wait for it to finish (or cancel it) before reverting",
+            )
 
     def collect(self, store: SnapshotStore, active: set[str]) -> list[str]:
         """Delete the overlays xenkit made that nothing needs any more: no record names
