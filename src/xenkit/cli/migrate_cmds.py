@@ -79,10 +79,12 @@ def migrate(out: Output, domain: str, desthost: str, nbd_port: int, host_spec: s
 
     def render(c: Any) -> None:
         size = sum(int(d["bytes"]) for d in data["disks"])
+        handover = data["handover_seconds"]
+        took = "n/a" if handover is None else f"{handover:.2f} s"
         c.print(
             f"migrated {escape(data['domain'])} to {escape(data['dest'])} with "
             f"{len(data['disks'])} disk(s), {_mib(size)}, in {data['seconds']:.1f} s "
-            f"(disks handed over in {data['handover_seconds']:.2f} s)"
+            f"(disks handed over in {took})"
         )
         c.print(f"left here: {escape(', '.join(data['left_here']))}")
         if data["snapshots_left_here"]:

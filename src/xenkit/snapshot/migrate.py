@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
+import shutil
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -193,14 +194,18 @@ class StorageMigration:
             if migrate_done.returncode != 0:
                 self._abandon(plan)
                 tail = migrate_done.stderr.strip().splitlines()[-4:]
+                here = self.dom0.domain(str(plan.domid)) is not None
                 raise OperationFailed(
                     f"xl migrate of {plan.name} to {dest} failed: {' / '.join(tail)}",
-                    hint=f"the domain runs on here on its own disks; nothing is left on {dest}",
+                    hint=f"the domain runs on here on its own disks; nothing is left on {dest}"
+                    if here
+                    else f"the domain is not running here: see xl list on {dest}",
                 )
             try:
                 handover = json.loads(plan.handover_file.read_text())
             except (OSError, ValueError):
                 handover = {"seconds": None}
+            shutil.rmtree(directory, ignore_errors=True)
             snapshots = len(store.names())
         report("done", {})
         return {
