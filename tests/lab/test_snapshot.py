@@ -391,3 +391,53 @@ def test_revert_is_refused_while_a_block_job_runs(host: Host, lab_image: LabImag
     snap(host, "revert", "busy", "s1")
     g.up()
     assert g.read("xvda") == "original"
+
+
+def test_a_killed_delete_is_finished_by_verify(host: Host, lab_image: LabImage) -> None:
+    """The engine is killed at several moments of a live merge of the active layer
+    (before, during and after its QEMU job and pivot). The snapshot cannot be reverted
+    to meanwhile; verify --repair finishes the delete; what the guest reads is the same
+    bytes throughout, and an older snapshot still reverts."""
+    disk = qcow2_disk(host, "/root/cut.qcow2", "xvda", size="256M")
+    g = make_guest(host, lab_image, "cut", [disk])
+    g.write("xvda", "base")
+    snap(host, "create", "cut", "base", "--disk-only")
+    sums = "sync; echo 3 > /proc/sys/vm/drop_caches; dd if=/dev/xvda bs=1M count=48 | md5sum"
+    app = "/var/lib/xenkit/xenkit-dom0.pyz"
+    host.push_dom0()
+    cut = 0
+    for i, delay in enumerate((0.0, 0.15, 0.3, 0.5)):
+        name = f"a{i}"
+        uuid = snap(host, "create", "cut", name, "--disk-only")["snapshot"]["domain_uuid"]
+        g.run("dd if=/dev/urandom of=/dev/xvda bs=1M count=40 seek=4 conv=fsync 2>/dev/null")
+        g.write("xvda", f"after {name}")
+        before = g.run(sums).text
+        record = f"/var/lib/xenkit/snapshots/{uuid}/records/{name}.json"
+        # Cut at a moment counted from the merge's start (the record says "deleting").
+        host.run(
+            f"python3 -I {app} snapshot delete cut {name} >/dev/null 2>&1 & p=$!; i=0; "
+            f"until grep -qs deleting {record} || [ $i -gt 400 ]; do i=$((i+1)); "
+            f"sleep 0.01; done; sleep {delay}; kill -9 $p 2>/dev/null; true",
+            check=True,
+            timeout=120,
+        )
+        listed = {s["name"]: s for s in snap(host, "list", "cut")["snapshots"]}
+        if listed.get(name, {}).get("state") == "deleting":
+            cut += 1
+            err = snap(host, "revert", "cut", name, ok=False)["error"]
+            assert "half deleted" in err["message"] or "block job" in err["message"], err
+        report = snap(host, "verify", "cut", "--repair")
+        assert all(p["repaired"] for p in report["problems"]), report
+        assert snap(host, "verify", "cut")["ok"]
+        assert [s["name"] for s in snap(host, "list", "cut")["snapshots"]] == ["base"]
+        assert g.run(sums).text == before, f"the guest's disk changed (cut at {delay} s)"
+        record = json.loads(host.run("xl list -l cut", check=True).stdout)[0]["config"]
+        (path,) = [d["pdev_path"] for d in record["disks"]]
+        with host.qmp(host.xl.domid("cut")) as qmp:
+            (top,) = [b.file for b in qmp.query_block() if b.file]
+        assert path == top, "libxl's record names what QEMU writes"
+        assert not host.run(f"ls /root/cut.{name}.qcow2").ok, "the merged overlay is gone"
+    assert cut >= 1, "no kill landed during a merge: the delays need adjusting"
+    snap(host, "revert", "cut", "base")
+    g.up()
+    assert g.read("xvda") == "base"

@@ -17,7 +17,6 @@ import binascii
 import errno
 import os
 import re
-import secrets
 import select
 import subprocess
 import time
@@ -137,7 +136,7 @@ class _Pty:
 def guest_exec(domid: int, command: str, *, timeout: float = 60.0) -> GuestResult:
     """Run ``command`` (``sh`` syntax) in the guest; its status and output (stdout and
     stderr together)."""
-    request_id = secrets.token_hex(4)
+    request_id = os.urandom(4).hex()
     line = request_line(request_id, command)
     pty = _Pty(console_tty(domid))
     try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -255,6 +255,36 @@ class Qmp:
                 err = message["error"]
                 raise QmpError(command, str(err.get("class", "")), str(err.get("desc", "")))
             return message.get("return")
+
+    def wait_event(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float
+    ) -> dict[str, Any] | None:
+        """The first event ``match`` accepts, already received or arriving within
+        ``timeout`` seconds (None if none did); the others are kept in ``events``."""
+        for i, event in enumerate(self.events):
+            if match(event):
+                return self.events.pop(i)
+        if self._sock is None:
+            self.connect()
+        assert self._sock is not None
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            self._sock.settimeout(remaining)
+            try:
+                message = self._read_message()
+            except TimeoutError:
+                return None
+            except (OSError, EOFError, ValueError) as exc:
+                self.close()
+                raise QmpUnavailable(
+                    f"QMP events on {self.what}: the connection failed ({exc})",
+                    hint="the domain (or its QEMU) may have gone away",
+                ) from exc
+            if "event" in message:
+                if match(message):
+                    return message
+                self.events.append(message)
+        return None
 
     # -- commands --------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import py_compile
 import tempfile
 import zipapp
 import zipfile
@@ -27,6 +28,8 @@ import xenkit
 #: Where the archive lives in dom0.
 DOM0_APP_PATH = "/var/lib/xenkit/xenkit-dom0.pyz"
 APP_NAME = "xenkit-dom0.pyz"
+#: Bumped when the archive is built differently from the same sources (2: pycs).
+ARCHIVE_FORMAT = 2
 INTERPRETER = "/usr/bin/env python3"
 
 #: What ships, as globs under the ``xenkit`` package; every module here must import
@@ -104,6 +107,7 @@ def archive_bytes(files: dict[str, bytes], build: dict[str, str]) -> bytes:
     ``#!`` line by the standard library's ``zipapp``."""
     members = dict(files)
     members[BUILD_INFO] = (json.dumps(build, sort_keys=True) + "\n").encode()
+    members.update(compiled(files))
     plain = io.BytesIO()
     with zipfile.ZipFile(plain, "w", zipfile.ZIP_DEFLATED) as zf:
         for name in sorted(members):
@@ -117,12 +121,37 @@ def archive_bytes(files: dict[str, bytes], build: dict[str, str]) -> bytes:
     return out.getvalue()
 
 
+def compiled(files: dict[str, bytes]) -> dict[str, bytes]:
+    """A ``.pyc`` beside each ``.py``. zipimport cannot cache what it compiles, so
+    without them every command compiled every module it imported: 1.6 s of a 1.8 s
+    start in an emulated dom0. Checked-hash pycs: zipimport loads one only if it is
+    of the source beside it, and of the interpreter's version (another Python
+    compiles the source as before)."""
+    out: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, source in files.items():
+            if not name.endswith(".py"):
+                continue
+            src, pyc = Path(tmp) / "m.py", Path(tmp) / "m.pyc"
+            src.write_bytes(source)
+            py_compile.compile(
+                str(src),
+                cfile=str(pyc),
+                dfile=f"{APP_NAME}/{name}",
+                doraise=True,
+                invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+            )
+            out[f"{name}c"] = pyc.read_bytes()
+    return out
+
+
 def build_dom0_app(*, cache_dir: Path | None = None, root: Path | None = None) -> Dom0App:
     """The archive for the current sources, from the cache or built now."""
     files = dom0_sources(root)
     src = source_hash(files)
     members = tuple(sorted([*files, BUILD_INFO]))
-    target = (cache_dir or dom0_cache_root()) / src[:16] / APP_NAME
+    key = hashlib.sha256(f"{ARCHIVE_FORMAT}\0{src}".encode()).hexdigest()
+    target = (cache_dir or dom0_cache_root()) / key[:16] / APP_NAME
     if not target.exists():
         data = archive_bytes(files, {"source_hash": src, "xenkit": xenkit.__version__})
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -83,7 +82,7 @@ class SnapshotEngine:
     # -- finding the domain ---------------------------------------------------
 
     def running(self, ref: str) -> DomainView:
-        view = self.dom0.domain(ref)
+        view = self.dom0.domain(ref, exact=True)
         if view is None:
             raise UsageError(
                 f"no running domain {ref!r}",
@@ -319,7 +318,7 @@ class SnapshotEngine:
                         "-b", p.disk.path, "-F", fmt, p.target or "", str(size),
                     ]
                 )  # fmt: skip
-                node = f"xk{secrets.token_hex(6)}"
+                node = f"xk{os.urandom(6).hex()}"
                 qmp.execute(
                     "blockdev-add",
                     {
@@ -364,7 +363,7 @@ class SnapshotEngine:
         stem = re.sub(r"[^A-Za-z0-9._+-]", "-", file.name.split(".", 1)[0])[:40] or "file"
         name = check_name(f"save-{stem}")
         if SnapshotStore(view.uuid, self.root).exists(name):
-            name = f"{name}-{secrets.token_hex(2)}"
+            name = f"{name}-{os.urandom(2).hex()}"
         snap = self.create(ref, name, description="xenkit save", memory_file=file)
         if not keep_running:
             self.dom0.destroy(view.domid)
@@ -406,10 +405,15 @@ class SnapshotEngine:
         store, view = self.store_for(ref)
         with store.locked():
             snap = store.get(name)
-            if snap.extra.get("state") == "creating":
+            if snap.extra.get("state") in ("creating", "deleting"):
+                what = (
+                    "was never finished"
+                    if snap.extra["state"] == "creating"
+                    else ("is half deleted (a delete stopped during its merge)")
+                )
                 raise OperationFailed(
-                    f"snapshot {name!r} was never finished",
-                    hint="xenkit snapshot verify finishes or removes it",
+                    f"snapshot {name!r} {what}",
+                    hint="xenkit snapshot verify --repair finishes or removes it",
                 )
             if view is not None:
                 self._refuse_if_jobs(view)
@@ -519,6 +523,10 @@ class SnapshotEngine:
         store, view = self.store_for(ref)
         with store.locked():
             snap = store.get(name)
+            # A merge changes the snapshot's own image first: until the record goes,
+            # it says the snapshot is no longer what it was (verify finishes it).
+            if any(d.kind == "external" for d in snap.disks):
+                store.put(replace(snap, extra={**snap.extra, "state": "deleting"}))
             others = [s for s in store.all() if s.name != name]
             for d in snap.disks:
                 if d.kind == "internal":
@@ -579,21 +587,21 @@ class SnapshotEngine:
         if len(children) != 1:
             return others
         (overlay,) = children
-        active = {x.vdev: x.path for x in view.disks} if view is not None else {}
-        chain = self._running_chain(view, d.vdev) if view is not None else []
-        if overlay in chain:
+        recorded = {x.vdev: x.path for x in view.disks} if view is not None else {}
+        chain = self._qemu_chain(view, frozen)
+        if chain:
             assert view is not None
-            self._commit_live(view, d.vdev, top=overlay, base=frozen, active=active.get(d.vdev))
-            if active.get(d.vdev) == overlay:
-                self.dom0.point_disk_at(view, d.vdev, frozen, d.format)
-                self._pivots[d.vdev] = frozen
+            if overlay in chain:
+                self._commit_live(view, d.vdev, top=overlay, base=frozen, active=chain[0])
+                chain = chain[chain.index(overlay) + 1 :]
+            # Else a delete stopped after its pivot: QEMU writes below the overlay.
+            if recorded.get(d.vdev) == overlay:
+                self.dom0.point_disk_at(view, d.vdev, chain[0], d.format)
+                self._pivots[d.vdev] = chain[0]
         else:
             self.dom0.run(["qemu-img", "commit", "-q", "-d", overlay], timeout=7200)
             for path in self._backed_by(overlay, store, others, view):
                 self.dom0.run(["qemu-img", "rebase", "-u", "-b", frozen, "-F", d.format, path])
-        if overlay in store.owned():
-            Path(overlay).unlink(missing_ok=True)
-            store.disown(overlay)
         moved = []
         for s in others:
             disks = tuple(
@@ -604,7 +612,13 @@ class SnapshotEngine:
                 )
                 for x in s.disks
             )
-            moved.append(replace(s, disks=disks))
+            if disks != s.disks:
+                s = replace(s, disks=disks)
+                store.put(s)  # before the overlay goes: a cut delete can still find it
+            moved.append(s)
+        if overlay in store.owned():
+            Path(overlay).unlink(missing_ok=True)
+            store.disown(overlay)
         return moved
 
     def _backed_by(
@@ -621,18 +635,23 @@ class SnapshotEngine:
             if p != image and Path(p).exists() and self.dom0.backing_of(p) == image
         )
 
-    def _running_chain(self, view: DomainView | None, vdev: str) -> list[str]:
-        if view is None:
+    def _qemu_chain(self, view: DomainView | None, image: str) -> list[str]:
+        """The chain (top first) in which the domain's QEMU reads ``image``, as QEMU
+        has it (libxl's records can lag behind it when a command was cut short);
+        empty when no running QEMU reads it."""
+        if view is None or not any(x.backend == "qdisk" for x in view.disks):
             return []
-        disk = next((x for x in view.disks if x.vdev == vdev), None)
-        if disk is None or disk.backend != "qdisk":
-            return []
-        chain = [disk.path]
-        while True:
-            backing = self.dom0.backing_of(chain[-1])
-            if backing is None or backing in chain:
+        with self.dom0.qmp(view.domid) as qmp:
+            blocks = qmp.query_block()
+        for block in blocks:
+            chain: list[str] = []
+            node = block.image
+            while node is not None:
+                chain.append(node.filename)
+                node = node.backing
+            if image in chain:
                 return chain
-            chain.append(backing)
+        return []
 
     def _commit_live(
         self, view: DomainView, vdev: str, *, top: str, base: str, active: str | None
@@ -660,7 +679,7 @@ class SnapshotEngine:
 
 def revert_overlay_path(frozen: str, name: str) -> str:
     """A fresh overlay over snapshot ``name``'s frozen image for a reverted domain."""
-    return str(stem_of(frozen)) + f".{name}-{secrets.token_hex(3)}.qcow2"
+    return str(stem_of(frozen)) + f".{name}-{os.urandom(3).hex()}.qcow2"
 
 
 def referenced_images(snapshots: list[Snapshot]) -> set[str]:

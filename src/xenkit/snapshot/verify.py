@@ -59,15 +59,26 @@ def verify(engine: SnapshotEngine, ref: str, *, repair: bool = False) -> Report:
         snaps = store.all()
         report = Report(store.domain_uuid, len(snaps))
         active = {d.path for d in view.disks} if view is not None else set()
+        deleting: list[Problem] = []
         for s in snaps:
             if s.extra.get("state") == "creating":
                 _unfinished(engine, store, s, active, report, repair)
+                continue
+            if s.extra.get("state") == "deleting":
+                message = "a delete stopped during its merge (--repair finishes it)"
+                deleting.append(Problem(s.name, message, True))
                 continue
             _check_disks(engine, s, report)
         _check_jobs(engine, view, report, repair)
         _check_current(store, report, repair)
         _check_orphans(engine, store, view, report, repair)
-        return report
+    report.problems += deleting
+    if repair:
+        for p in deleting:
+            assert p.snapshot is not None
+            engine.delete(ref, p.snapshot)  # takes the lock itself
+            p.repaired = True
+    return report
 
 
 def _unfinished(
