@@ -441,3 +441,44 @@ def test_a_killed_delete_is_finished_by_verify(host: Host, lab_image: LabImage) 
     snap(host, "revert", "cut", "base")
     g.up()
     assert g.read("xvda") == "base"
+
+
+QMP_HOLDER = (
+    "import socket, sys, time, pathlib\n"
+    "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.recv(4096)\n"
+    "pathlib.Path('/run/qmp-held').touch()\n"
+    "while not pathlib.Path('/run/qmp-release').exists(): time.sleep(0.1)\n"
+    "s.close()\n"
+)
+
+
+def test_a_busy_qmp_socket_is_a_clear_error_and_leaves_nothing(
+    host: Host, lab_image: LabImage
+) -> None:
+    """Another client (as libxl can) holds the domain's only QMP session for longer
+    than the engine waits: the create fails saying so, with nothing made; once the
+    socket is free, the same create works."""
+    g = make_guest(host, lab_image, "held", [qcow2_disk(host, "/root/held.qcow2", "xvda")])
+    g.write("xvda", "data")
+    domid = host.xl.domid("held")
+    host.run("rm -f /run/qmp-held /run/qmp-release", check=True)
+    host.run(
+        f"setsid python3 -c {shlex.quote(QMP_HOLDER)} /var/run/xen/qmp-libxl-{domid} "
+        "</dev/null >/dev/null 2>&1 &",
+        check=True,
+    )
+    deadline = time.monotonic() + 30
+    while not host.run(["test", "-e", "/run/qmp-held"]).ok:
+        assert time.monotonic() < deadline, "the holder never got the socket"
+        time.sleep(0.2)
+    try:
+        err = snap(host, "create", "held", "q1", "--disk-only", ok=False)["error"]
+    finally:
+        host.run("touch /run/qmp-release", check=True)
+    assert "no QMP session on the QEMU of domain" in err["message"], err
+    assert "holding the socket" in err["hint"]
+    assert snap(host, "list", "held")["snapshots"] == []
+    assert host.run("ls /root", check=True).stdout.split().count("held.q1.qcow2") == 0
+    assert g.read("xvda") == "data"
+    snap(host, "create", "held", "q1", "--disk-only")
+    assert [s["name"] for s in snap(host, "list", "held")["snapshots"]] == ["q1"]

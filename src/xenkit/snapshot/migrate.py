@@ -195,11 +195,17 @@ class StorageMigration:
                 self._abandon(plan)
                 tail = migrate_done.stderr.strip().splitlines()[-4:]
                 here = self.dom0.domain(str(plan.domid)) is not None
+                if here:
+                    hint = f"the domain runs on here on its own disks; nothing is left on {dest}"
+                elif self._triple_faulted(plan.domid):
+                    hint = (
+                        "the guest itself crashed while it was suspending (xl dmesg: "
+                        f"d{plan.domid}v0 Triple fault); nothing is left on {dest}"
+                    )
+                else:
+                    hint = f"the domain is not running here: see xl list on {dest}"
                 raise OperationFailed(
-                    f"xl migrate of {plan.name} to {dest} failed: {' / '.join(tail)}",
-                    hint=f"the domain runs on here on its own disks; nothing is left on {dest}"
-                    if here
-                    else f"the domain is not running here: see xl list on {dest}",
+                    f"xl migrate of {plan.name} to {dest} failed: {' / '.join(tail)}", hint=hint
                 )
             try:
                 handover = json.loads(plan.handover_file.read_text())
@@ -219,6 +225,10 @@ class StorageMigration:
             "left_here": [d.path for d in plan.disks],
             "snapshots_left_here": snapshots,
         }
+
+    def _triple_faulted(self, domid: int) -> bool:
+        log = self.dom0.run(["xl", "dmesg"], timeout=60, check=False).stdout
+        return f"d{domid}v0 Triple fault" in log
 
     def _refuse_if_jobs(self, view: DomainView) -> None:
         with self.dom0.qmp(view.domid) as qmp:
