@@ -275,11 +275,7 @@ class Qmp:
             except TimeoutError:
                 return None
             except (OSError, EOFError, ValueError) as exc:
-                self.close()
-                raise QmpUnavailable(
-                    f"QMP events on {self.what}: the connection failed ({exc})",
-                    hint="the domain (or its QEMU) may have gone away",
-                ) from exc
+                raise self._lost("events", exc) from exc
             if "event" in message:
                 if match(message):
                     return message
@@ -294,11 +290,14 @@ class Qmp:
         try:
             return self._command(command, arguments)
         except (OSError, EOFError, ValueError) as exc:
-            self.close()
-            raise QmpUnavailable(
-                f"QMP {command} on {self.what}: the connection failed ({exc})",
-                hint="the domain (or its QEMU) may have gone away",
-            ) from exc
+            raise self._lost(command, exc) from exc
+
+    def _lost(self, doing: str, exc: Exception) -> QmpUnavailable:
+        self.close()
+        return QmpUnavailable(
+            f"QMP {doing} on {self.what}: the connection failed ({exc})",
+            hint="the domain (or its QEMU) may have gone away",
+        )
 
     def hmp(self, command_line: str) -> str:
         """A human-monitor command (``info block``...); its text output."""

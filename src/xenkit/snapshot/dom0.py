@@ -181,6 +181,17 @@ class Dom0:
             return replace(disk, backend="phy")
         return disk
 
+    def refuse_if_jobs(self, view: DomainView, *, doing: str, hint: str) -> None:
+        """A block job (a merge, a mirror) owns nodes of the chain until it ends, so
+        nothing else may change the domain's disks meanwhile."""
+        with self.qmp(view.domid) as qmp:
+            jobs = qmp.execute("query-jobs")
+        if jobs:
+            raise OperationFailed(
+                f"domain {view.name} has a block job running ({jobs[0].get('id')}); not {doing}",
+                hint=hint,
+            )
+
     def pause(self, domid: int) -> None:
         self.run(["xl", "pause", str(domid)], timeout=60)
 

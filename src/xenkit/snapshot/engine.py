@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from xenkit.core.errors import OperationFailed, UsageError
-from xenkit.host.qmp import Qmp, QmpError
+from xenkit.host.qmp import Qmp, QmpError, QmpUnavailable
 from xenkit.snapshot import lvm
 from xenkit.snapshot.dom0 import Dom0, DomainView, disks_of, wait_for_job
 from xenkit.snapshot.model import Disk, DiskKind, DiskSnapshot, Snapshot, check_name
@@ -489,14 +489,10 @@ class SnapshotEngine:
     def _refuse_if_jobs(self, view: DomainView) -> None:
         if not any(d.backend == "qdisk" for d in view.disks):
             return
-        jobs: list[dict[str, Any]] = []
         # No QMP answer means no QEMU to run a job (the revert then stops it anyway).
-        with contextlib.suppress(OperationFailed), self.dom0.qmp(view.domid) as qmp:
-            jobs = qmp.execute("query-block-jobs")
-        if jobs:
-            raise OperationFailed(
-                f"domain {view.name} has a block job running ({jobs[0].get('device')})",
-                hint="wait for it to finish (or cancel it) before reverting",
+        with contextlib.suppress(QmpUnavailable):
+            self.dom0.refuse_if_jobs(
+                view, doing="reverting", hint="wait for it to finish (or cancel it) first"
             )
 
     def collect(self, store: SnapshotStore, active: set[str]) -> list[str]:

@@ -170,7 +170,11 @@ class StorageMigration:
             raise UsageError(f"no running domain {ref!r}", hint="xl list shows the running domains")
         store = SnapshotStore(view.uuid, snapshots_root, label=view.name)
         with store.locked():
-            self._refuse_if_jobs(view)
+            self.dom0.refuse_if_jobs(
+                view,
+                doing="migrating",
+                hint="wait for it to finish (or xenkit snapshot verify --repair) first",
+            )
             plan = self.plan(view, dest, port)
             directory = Path(plan.directory)
             directory.mkdir(parents=True, exist_ok=True)
@@ -229,15 +233,6 @@ class StorageMigration:
     def _triple_faulted(self, domid: int) -> bool:
         log = self.dom0.run(["xl", "dmesg"], timeout=60, check=False).stdout
         return f"d{domid}v0 Triple fault" in log
-
-    def _refuse_if_jobs(self, view: DomainView) -> None:
-        with self.dom0.qmp(view.domid) as qmp:
-            jobs = qmp.execute("query-jobs")
-        if jobs:
-            raise OperationFailed(
-                f"domain {view.name} has a block job running ({jobs[0].get('id')})",
-                hint="wait for it to finish (or xenkit snapshot verify --repair) first",
-            )
 
     # -- the destination ---------------------------------------------------------
 
