@@ -16,6 +16,9 @@ Commands:
     progress as JSON lines on stderr (and in F).
 ``migrate-relay PLAN HOST COMMAND...``
     what ``migrate`` gives ``xl migrate -s``: ssh with the disks' hand-over.
+``serve SOCKET [--idle S] [--detach]``
+    the resident fork server (``xenkit.dom0.server``) that runs the commands
+    above without starting Python again for each; ``Host.run_dom0`` uses it.
 ``selftest [--json]``
     imports every module in the archive and looks at the host (dom0?
     xenstored, xl, ``xen.lowlevel.xc``); exits 0 when the archive itself
@@ -156,6 +159,28 @@ def _guest_exec(domid: int, command: str, timeout: float, wait: float) -> int:
     return 0
 
 
+def _serve(path: str, idle: float, *, detach: bool) -> int:
+    from xenkit.dom0 import server
+
+    if detach:
+        if os.fork() > 0:
+            return 0
+        os.setsid()
+        if os.fork() > 0:
+            os._exit(0)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+    # What the commands import when they run, imported once here for every call.
+    import xenkit.dom0.console
+    import xenkit.snapshot.engine
+    import xenkit.snapshot.migrate
+    import xenkit.snapshot.relay
+    import xenkit.snapshot.verify  # noqa: F401
+
+    return server.serve(path, main, idle=idle)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # The commands here read xl's and qemu-img's words, so they speak C; and argparse's
     # gettext then skips its search for message catalogs, which cost 7 ms a call
@@ -170,9 +195,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ge.add_argument("domid", type=int)
     ge.add_argument("--timeout", type=float, default=60.0)
     ge.add_argument("--wait", type=float, default=0.0)
+    sv = sub.add_parser("serve", help="the resident fork server for these commands")
+    sv.add_argument("socket")
+    sv.add_argument("--idle", type=float, default=600.0)
+    sv.add_argument("--detach", action="store_true")
     snapshot_cli.add_parser(sub)
     snapshot_cli.add_migrate_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args.socket, args.idle, detach=args.detach)
     if args.command == "snapshot":
         return snapshot_cli.run(args)
     if args.command in ("migrate", "migrate-relay"):

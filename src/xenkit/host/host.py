@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from xenkit.core.errors import OperationFailed, UsageError
+from xenkit.dom0 import server
 from xenkit.host.errors import CommandFailed, HostUnreachable
 from xenkit.host.transport import (
     Command,
@@ -264,11 +265,34 @@ class Host:
         input: str | bytes | None = None,
         check: bool = False,
     ) -> RunResult:
-        """``python3 -I /var/lib/xenkit/xenkit-dom0.pyz ARGS`` in dom0 (pushed first if needed)."""
+        """``python3 -I /var/lib/xenkit/xenkit-dom0.pyz ARGS`` in dom0 (pushed first if
+        needed), through the archive's resident fork server when one runs (see
+        ``xenkit.dom0.server``): the same result, without 0.6 s of Python starting. The
+        first call starts the server, in the background, and runs the command itself."""
         self.push_dom0()
-        return self.run(
-            ["python3", "-I", DOM0_APP_PATH, *args], timeout=timeout, input=input, check=check
+        assert self._dom0_app is not None
+        sock = server.socket_path(self._dom0_app)
+        data = input.encode() if isinstance(input, str) else (input or b"")
+        request = json.dumps({"argv": list(args), "input": len(data)}).encode() + b"\n" + data
+        via = (
+            f"[ -S {sock} ] && command -v socat >/dev/null && "
+            f"exec socat -t {timeout:.0f} - UNIX-CONNECT:{sock}"
         )
+        r = self.run(via, timeout=timeout, input=request)
+        magic = server.MAGIC.decode()
+        if r.stdout.startswith(magic):
+            out, err, status = server.unframe(r.stdout[len(magic) :])
+            if status is None:
+                status = 1
+                err += f"\nxenkit-dom0 server on {self.name}: the call was cut (socat: {r.stderr})"
+            result = RunResult(r.args, status, out, err, r.elapsed, host=self.name)
+            return result.check() if check else result
+        # Nothing ran: no server yet (or a dead one's socket). Start one for the next call.
+        start = (
+            f"python3 -I {DOM0_APP_PATH} serve {sock} --detach </dev/null >/dev/null 2>&1 & "
+            f"exec python3 -I {DOM0_APP_PATH} {shlex.join(args)}"
+        )
+        return self.run(start, timeout=timeout, input=input, check=check)
 
     def run_dom0_json(
         self,
