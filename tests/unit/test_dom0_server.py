@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -111,6 +112,7 @@ def test_a_dead_servers_socket_is_replaced(tmp_path: Path) -> None:
     assert server.serve(path, command, idle=0.5) == 0
     assert 0.4 < time.monotonic() - start < 5
     assert not Path(path).exists(), "an idle server leaves and takes its socket"
+    assert signal.getsignal(signal.SIGCHLD) == signal.SIG_DFL, "and gives SIGCHLD back"
 
 
 def test_a_cut_answer_has_no_status() -> None:

@@ -32,6 +32,7 @@ def _register() -> None:
     from xenkit.cli.config_cmds import config
     from xenkit.cli.lab_cmds import lab
     from xenkit.cli.migrate_cmds import migrate
+    from xenkit.cli.motion_cmds import motion
     from xenkit.cli.snapshot_cmds import restore, save, snapshot
 
     cli.add_command(config)
@@ -40,6 +41,7 @@ def _register() -> None:
     cli.add_command(save)
     cli.add_command(restore)
     cli.add_command(migrate)
+    cli.add_command(motion)
 
 
 _register()

@@ -82,7 +82,7 @@ def serve(path: str, main: Callable[[Sequence[str]], int], *, idle: float = IDLE
     sock.chmod(0o600)
     listener.listen(16)
     listener.settimeout(idle)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    before = signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # no zombies from the calls
     try:
         while True:
             try:
@@ -99,6 +99,7 @@ def serve(path: str, main: Callable[[Sequence[str]], int], *, idle: float = IDLE
                     os._exit(status)
             conn.close()
     finally:
+        signal.signal(signal.SIGCHLD, before)
         sock.unlink(missing_ok=True)
 
 

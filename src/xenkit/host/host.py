@@ -21,6 +21,7 @@ import fcntl
 import json
 import re
 import shlex
+import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from xenkit.core.errors import OperationFailed, UsageError
 from xenkit.dom0 import server
-from xenkit.host.errors import CommandFailed, HostUnreachable
+from xenkit.host.errors import CommandFailed, CommandTimedOut, HostUnreachable
 from xenkit.host.transport import (
     Command,
     LabTransport,
@@ -206,6 +207,42 @@ class Host:
                 hint="check the path (and that it is a file)",
             )
         return base64.b64decode(r.stdout)
+
+    def upload(self, local: Path, remote_path: str, *, timeout: float = 3600.0) -> None:
+        """Copy the local file to ``remote_path`` in dom0 as a stream (holes are sent as
+        zeros and stay holes there: ``dd conv=sparse``); atomic like ``put_file``."""
+        path = _absolute(remote_path)
+        tmp = shlex.quote(f"{path}.xenkit-tmp")
+        script = (
+            f"set -e; mkdir -p {shlex.quote(str(Path(path).parent))}; "
+            f"dd of={tmp} bs=1M conv=sparse status=none iflag=fullblock; "
+            f"mv -f {tmp} {shlex.quote(path)}"
+        )
+        with local.open("rb") as source:
+            self._stream(script, stdin=source, stdout=subprocess.DEVNULL, timeout=timeout)
+
+    def download(self, remote_path: str, local: Path, *, timeout: float = 3600.0) -> None:
+        """Copy ``remote_path`` in dom0 to the local file, as a stream; the local file
+        appears whole or not at all."""
+        tmp = local.with_name(local.name + ".xenkit-tmp")
+        try:
+            with tmp.open("wb") as sink:
+                self._stream(f"cat {shlex.quote(_absolute(remote_path))}", stdin=subprocess.DEVNULL,
+                             stdout=sink, timeout=timeout)  # fmt: skip
+            tmp.replace(local)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _stream(self, script: str, *, stdin: Any, stdout: Any, timeout: float) -> None:
+        argv = self.transport.stream_argv(script)
+        try:
+            done = subprocess.run(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                                  timeout=timeout, check=False)  # fmt: skip
+        except subprocess.TimeoutExpired as exc:
+            raise CommandTimedOut(script, timeout, host=self.name) from exc
+        if done.returncode != 0:
+            raise CommandFailed(script, done.returncode, done.stderr.decode(errors="replace"),
+                                host=self.name)  # fmt: skip
 
     def forward_unix(self, remote_path: str) -> Path:
         """A local unix socket whose every connection reaches ``remote_path`` in dom0."""

@@ -86,6 +86,11 @@ class Transport(Protocol):
         """A local unix socket whose connections reach ``remote_path`` on the host."""
         ...
 
+    def stream_argv(self, command: str) -> list[str]:
+        """A local command line that runs the shell ``command`` on the host with this
+        process's stdin and stdout, for streams too big to hold (files of GiBs)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -174,6 +179,9 @@ class LabTransport:
         except UsageError as exc:
             self.machine.check_crash()
             raise HostUnreachable(exc.message, host=self.name, hint=exc.hint) from exc
+
+    def stream_argv(self, command: str) -> list[str]:
+        return self.machine.ssh_argv([command])
 
     def close(self) -> None:
         """Nothing to do: the lab's master connection belongs to the lab."""
@@ -327,6 +335,10 @@ class SshTransport:
             t.host,
         ]  # fmt: skip
         return argv
+
+    def stream_argv(self, command: str) -> list[str]:
+        self._ensure_master()
+        return [*self._argv("-o", "ControlMaster=no", "-T"), command]
 
     # -- the master ----------------------------------------------------------
 

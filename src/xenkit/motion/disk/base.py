@@ -10,11 +10,17 @@ extents, which are cheap: they come from the image's own allocation map.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
+from xenkit.core.errors import UsageError
+
 MiB = 1 << 20
+SECTOR = 512
+CHUNK = MiB
+"""How much is read, compared with zeros and handed on at once: big enough for
+C code (zlib, hashlib, memcmp) to dominate, small enough to keep memory flat."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +68,50 @@ def no_progress(done: int, total: int) -> None:
 
 
 BinaryOut = BinaryIO
+
+
+_ZEROS = bytes(CHUNK)
+
+
+def is_zero(data: bytes | bytearray | memoryview) -> bool:
+    """Whether ``data`` is all zero bytes. A ``bytes``/``bytearray`` comparison is
+    a ``memcmp``; a memoryview's compares item by item, so it is copied first."""
+    if isinstance(data, memoryview):
+        data = data.tobytes()
+    n = len(data)
+    if n <= CHUNK:
+        return data == _ZEROS if n == CHUNK else data == bytes(n)
+    return all(data[i : i + CHUNK] == _ZEROS[: n - i] for i in range(0, n, CHUNK))
+
+
+class CorruptImage(UsageError):
+    """An image's own structures contradict themselves or the format: a bad magic,
+    a checksum that does not match, a table pointing past the end of the file."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A point a write can be resumed from: the first ``virtual`` bytes of content
+    are in the output's first ``size`` bytes (None: leave the output's length
+    alone, the format keeps its own consistency), and ``state`` (JSON-able) is
+    what a new writer needs to carry on from there."""
+
+    virtual: int
+    size: int | None
+    state: Mapping[str, object] = field(default_factory=dict)
+
+
+class ResumableWriter(DiskWriter, Protocol):
+    """A writer that can say where an interrupted write can start again.
+
+    ``checkpoint(at)`` is called with everything below ``at`` given (``at`` a
+    multiple of ``unit``), makes that part durable as far as the writer can, and
+    returns where to resume; ``close`` drops what the writer holds without
+    finishing (a failed or interrupted write)."""
+
+    @property
+    def unit(self) -> int: ...
+
+    def checkpoint(self, at: int) -> Checkpoint: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,164 @@
+"""VM motion: disk conversion and XVA writing against their references, same run.
+
+Targets (issue #5):
+- disk conversion throughput at least 0.8x ``qemu-img convert`` between the same
+  formats, on the same 2 GiB sparse-ish image;
+- XVA writing at least 0.7x the speed of ``sha1sum`` over the same data;
+- memory flat: converting an 8 GiB disk stays under 200 MiB RSS.
+
+xenkit's conversion is timed as ``xenkit motion convert`` runs it, verification
+(reading the output back) included, and also without it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+GiB = 1 << 30
+MiB = 1 << 20
+ROUNDS = 3
+#: qemu-img's options for the formats as xenkit writes them.
+QEMU_OUT = {
+    "qcow2": ["-O", "qcow2"],
+    "vhd": ["-O", "vpc", "-o", "subformat=dynamic,force_size=on"],
+    "vmdk": ["-O", "vmdk", "-o", "subformat=streamOptimized"],
+    "raw": ["-O", "raw"],
+}
+QEMU_IN = {"qcow2": "qcow2", "vhd": "vpc", "vmdk": "vmdk", "raw": "raw"}
+PAIRS = [("raw", "qcow2"), ("raw", "vhd"), ("raw", "vmdk"), ("qcow2", "raw"), ("vhd", "raw"),
+         ("vmdk", "raw")]  # fmt: skip
+
+
+def sparse_ish(path: Path, size: int, data_fraction: float = 0.3, seed: int = 5) -> None:
+    """Runs of random data (1-8 MiB) between holes, some written zeros, ~data_fraction full."""
+    rng = random.Random(seed)
+    with path.open("wb") as f:
+        f.truncate(size)
+        at = 0
+        while at < size:
+            run = rng.randrange(1, 9) * MiB
+            if rng.random() < data_fraction:
+                f.seek(at)
+                f.write(os.urandom(min(run, size - at)))
+            elif rng.random() < 0.1:
+                f.seek(at)
+                f.write(bytes(min(run, size - at)))
+            at += run
+
+
+def timed(argv: list[str]) -> float:
+    start = time.monotonic()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    return time.monotonic() - start
+
+
+def xenkit_convert(src: Path, src_fmt: str, dst: Path, dst_fmt: str, *, verify: bool) -> float:
+    code = (
+        "import sys; from xenkit.motion.disk.convert import convert; "
+        f"convert(sys.argv[1], {src_fmt!r}, sys.argv[2], {dst_fmt!r}, verify={verify})"
+    )
+    return timed([sys.executable, "-c", code, str(src), str(dst)])
+
+
+def peak_rss_mib(code: str, *args: str) -> float:
+    """The peak RSS of a Python child running ``code`` (and of any process it waited for),
+    as the child itself reads it at its end."""
+    tail = (
+        "; import resource as r; "
+        "print(max(r.getrusage(r.RUSAGE_SELF).ru_maxrss, r.getrusage(r.RUSAGE_CHILDREN).ru_maxrss))"
+    )
+    done = subprocess.run([sys.executable, "-c", code + tail, *args], check=True,
+                          capture_output=True, text=True)  # fmt: skip
+    return int(done.stdout.split()[-1]) / 1024
+
+
+def run() -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(dir=os.environ.get("XENKIT_BENCH_DIR")) as tmp:
+        return _measure(Path(tmp))
+
+
+def _measure(tmp: Path) -> dict[str, Any]:
+    raw = tmp / "src.raw"
+    sparse_ish(raw, 2 * GiB)
+    sources = {"raw": raw}
+    for fmt in ("qcow2", "vhd", "vmdk"):
+        sources[fmt] = tmp / f"src.{fmt}"
+        subprocess.run(["qemu-img", "convert", "-f", "raw", *QEMU_OUT[fmt], str(raw),
+                        str(sources[fmt])], check=True)  # fmt: skip
+    pairs: dict[str, Any] = {}
+    for src_fmt, dst_fmt in PAIRS:
+        src = sources[src_fmt]
+        ref, ours, bare = [], [], []
+        for i in range(ROUNDS):
+            out = tmp / f"ref{i}.{dst_fmt}"
+            argv = ["qemu-img", "convert", "-f", QEMU_IN[src_fmt], *QEMU_OUT[dst_fmt]]
+            ref.append(timed([*argv, str(src), str(out)]))
+            out.unlink()
+            out = tmp / f"xk{i}.{dst_fmt}"
+            ours.append(xenkit_convert(src, src_fmt, out, dst_fmt, verify=True))
+            out.unlink()
+            out = tmp / f"nv{i}.{dst_fmt}"
+            bare.append(xenkit_convert(src, src_fmt, out, dst_fmt, verify=False))
+            out.unlink()
+        r, o, b = statistics.median(ref), statistics.median(ours), statistics.median(bare)
+        pairs[f"{src_fmt}->{dst_fmt}"] = {
+            "qemu_img_s": round(r, 2), "xenkit_s": round(o, 2), "xenkit_no_verify_s": round(b, 2),
+            "ratio": round(r / o, 2), "ratio_no_verify": round(r / b, 2),
+        }  # fmt: skip
+
+    # XVA writing against sha1sum over the same image.
+    cfg = tmp / "vm.cfg"
+    cfg.write_text(f'name = "bench"\ndisk = [ "format=raw,vdev=xvda,target={raw}" ]\n')
+    sha, xva = [], []
+    for i in range(ROUNDS):
+        sha.append(timed(["sha1sum", str(raw)]))
+        out = tmp / f"b{i}.xva"
+        code = (
+            "import sys; from pathlib import Path; from xenkit.motion.jobs import to_xva; "
+            "to_xva(Path(sys.argv[1]), Path(sys.argv[2]))"
+        )
+        xva.append(timed([sys.executable, "-c", code, str(cfg), str(out)]))
+        out.unlink()
+    xva_ratio = statistics.median(sha) / statistics.median(xva)
+
+    # Memory: an 8 GiB disk (2.4 GiB of data) converted to streamOptimized VMDK and to XVA.
+    big = tmp / "big.raw"
+    sparse_ish(big, 8 * GiB, data_fraction=0.3, seed=9)
+    for p in sources.values():
+        p.unlink(missing_ok=True)
+    code = (
+        "import sys; from xenkit.motion.disk.convert import convert; "
+        "convert(sys.argv[1], 'raw', sys.argv[2], 'vmdk')"
+    )
+    rss_vmdk = peak_rss_mib(code, str(big), str(tmp / "big.vmdk"))
+    (tmp / "big.vmdk").unlink()
+    cfg.write_text(f'name = "big"\ndisk = [ "format=raw,vdev=xvda,target={big}" ]\n')
+    code = (
+        "import sys; from pathlib import Path; from xenkit.motion.jobs import to_xva; "
+        "to_xva(Path(sys.argv[1]), Path(sys.argv[2]))"
+    )
+    rss_xva = peak_rss_mib(code, str(cfg), str(tmp / "big.xva"))
+
+    worst = min(p["ratio"] for p in pairs.values())
+    met = worst >= 0.8 and xva_ratio >= 0.7 and max(rss_vmdk, rss_xva) < 200
+    return {
+        "benchmark": "motion",
+        "image": "2 GiB raw, ~30% random data in 1-8 MiB runs, some written zeros",
+        "conversions": pairs,
+        "worst_conversion_ratio": worst,
+        "sha1sum_s": round(statistics.median(sha), 2),
+        "to_xva_s": round(statistics.median(xva), 2),
+        "xva_vs_sha1sum": round(xva_ratio, 2),
+        "rss_8GiB_to_vmdk_mib": round(rss_vmdk, 1),
+        "rss_8GiB_to_xva_mib": round(rss_xva, 1),
+        "met": met,
+        "targets": {"conversion": ">= 0.8", "xva": ">= 0.7", "rss_mib": "< 200"},
+    }
