@@ -4,6 +4,8 @@
 VENV := .venv/bin
 APT_BASE := make git ca-certificates
 APT_LAB := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client
+# virt-v2v: an independent reader of the OVAs xenkit writes (tests/unit/test_motion_virt_v2v.py)
+APT_TEST := virt-v2v
 
 .PHONY: setup demo test unit lint fmt bench lock clean
 
@@ -15,7 +17,7 @@ demo:
 	@scripts/demo.sh
 
 test: lint
-	@scripts/bootstrap.sh $(APT_BASE) $(APT_LAB)
+	@scripts/bootstrap.sh $(APT_BASE) $(APT_LAB) $(APT_TEST)
 	$(VENV)/pytest
 
 unit: setup
