@@ -29,12 +29,14 @@ def cli(ctx: click.Context, as_json: bool, verbose: int, debug: bool) -> None:
 
 
 def _register() -> None:
+    from xenkit.cli.clamp_cmds import clamp
     from xenkit.cli.config_cmds import config
     from xenkit.cli.lab_cmds import lab
     from xenkit.cli.migrate_cmds import migrate
     from xenkit.cli.motion_cmds import motion
     from xenkit.cli.snapshot_cmds import restore, save, snapshot
 
+    cli.add_command(clamp)
     cli.add_command(config)
     cli.add_command(lab)
     cli.add_command(snapshot)

@@ -19,6 +19,10 @@ Commands:
 ``serve SOCKET [--idle S] [--detach]``
     the resident fork server (``xenkit.dom0.server``) that runs the commands
     above without starting Python again for each; ``Host.run_dom0`` uses it.
+``clamp run|set|off|status|watch|measure|systemd-unit ...``
+    the host-wide idle floor (``xenkit.clamp``): ``set PCT`` starts (or
+    retargets) the controller daemon, ``off`` stops it and gives every cap
+    back; one JSON document out (``watch``: a line per period).
 ``selftest [--json]``
     imports every module in the archive and looks at the host (dom0?
     xenstored, xl, ``xen.lowlevel.xc``); exits 0 when the archive itself
@@ -39,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import xenkit
+from xenkit.clamp import dom0cli as clamp_cli
 from xenkit.core.errors import XenkitError
 from xenkit.snapshot import dom0cli as snapshot_cli
 
@@ -172,6 +177,8 @@ def _serve(path: str, idle: float, *, detach: bool) -> int:
         for fd in (0, 1, 2):
             os.dup2(null, fd)
     # What the commands import when they run, imported once here for every call.
+    import xenkit.clamp.daemon
+    import xenkit.clamp.xenctl
     import xenkit.dom0.console
     import xenkit.snapshot.engine
     import xenkit.snapshot.migrate
@@ -201,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sv.add_argument("--detach", action="store_true")
     snapshot_cli.add_parser(sub)
     snapshot_cli.add_migrate_parsers(sub)
+    clamp_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args.socket, args.idle, detach=args.detach)
@@ -208,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return snapshot_cli.run(args)
     if args.command in ("migrate", "migrate-relay"):
         return snapshot_cli.run_migrate(args)
+    if args.command == "clamp":
+        return clamp_cli.run(args)
     if args.command == "guest-exec":
         return _guest_exec(args.domid, sys.stdin.read(), args.timeout, args.wait)
     if args.command == "version":

@@ -41,10 +41,19 @@ DOM0_MODULES: tuple[str, ...] = (
     "host/qmp.py",
     "dom0/*.py",
     "snapshot/*.py",
+    # Not clamp/*.py: the simulator (clamp/sim, clamp/scenarios.py) is control-side only.
+    "clamp/controller.py",
+    "clamp/xenctl.py",
+    "clamp/journal.py",
+    "clamp/cooling.py",
+    "clamp/daemon.py",
+    "clamp/dom0cli.py",
+    "clamp/xenkit-clamp.service",
 )
 #: Package inits that import the control side get a plain stand-in in the archive.
 STUB_INITS: dict[str, str] = {
     "host/__init__.py": '"""xenkit.host in the dom0 zipapp: its stdlib-only modules."""\n',
+    "clamp/__init__.py": '"""xenkit.clamp in the dom0 zipapp: the controller, no simulator."""\n',
 }
 #: The archive's own entry point.
 TOP_MAIN = (
