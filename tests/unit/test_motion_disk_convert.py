@@ -38,6 +38,7 @@ from tests.unit.test_motion_disk_images import (
     qemu_nbd_children,
 )
 from xenkit.core.errors import OperationFailed, UsageError
+from xenkit.motion.disk import convert as convert_module
 from xenkit.motion.disk import vhd as vhd_module
 from xenkit.motion.disk.base import CHUNK, CorruptImage, MiB, Progress
 from xenkit.motion.disk.convert import (
@@ -49,7 +50,7 @@ from xenkit.motion.disk.convert import (
     open_reader,
     open_writer,
 )
-from xenkit.motion.disk.raw import RawReader
+from xenkit.motion.disk.raw import RawReader, RawWriter
 from xenkit.motion.disk.vhd import VhdReader, VhdWriter
 from xenkit.motion.disk.vmdk import GT_SPAN, VmdkReader, VmdkWriter
 from xenkit.motion.model import DiskFormat
@@ -241,13 +242,18 @@ def test_a_changed_source_starts_over(tmp_path: Path) -> None:
     assert result.resumed_from == 0 and identical(src, "raw", dst, "vhd")
 
 
-def test_an_interruption_during_verification_only_verifies_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dst_fmt", ["vmdk", "raw"])
+def test_an_interruption_during_verification_only_verifies_again(
+    tmp_path: Path, dst_fmt: DiskFormat
+) -> None:
     src = spread(tmp_path, 16 * MiB)
-    dst = tmp_path / "out.vmdk"
+    dst = tmp_path / f"out.{dst_fmt}"
     with pytest.raises(KeyboardInterrupt):
-        convert(src, "raw", dst, "vmdk", progress=interrupt_at(24 * MiB, 32 * MiB))
-    result = convert(src, "raw", dst, "vmdk")
-    assert result.resumed_from == 16 * MiB and identical(src, "raw", dst, "vmdk")
+        convert(src, "raw", dst, dst_fmt, progress=interrupt_at(24 * MiB, 32 * MiB))
+    assert json.loads(Path(f"{dst}.part.journal").read_text())["stage"] == "written"
+    result = convert(src, "raw", dst, dst_fmt)
+    assert result.resumed_from == 16 * MiB and result.verified
+    assert identical(src, "raw", dst, dst_fmt) and leftovers(dst) == [dst]
 
 
 def test_resume_false_starts_over(tmp_path: Path) -> None:
@@ -288,6 +294,127 @@ def test_verification_catches_a_writer_that_got_it_wrong(
     dst = tmp_path / "out.vhd"
     with pytest.raises(OperationFailed, match=r"verification failed: .* bytes 0\.\.7341568"):
         convert(sources["raw"], "raw", dst, "vhd")
+    assert leftovers(dst) == []
+
+
+def test_a_raw_output_is_read_back_segment_by_segment_as_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handed: list[tuple[int, bool]] = []
+    finished = False
+    upto, finish = convert_module._ReadBack.upto, RawWriter.finish
+
+    def spy(self: convert_module._ReadBack, end: int) -> None:
+        handed.append((end, finished))
+        upto(self, end)
+
+    def finishing(self: RawWriter) -> int:
+        nonlocal finished
+        finished = True
+        return finish(self)
+
+    monkeypatch.setattr(convert_module._ReadBack, "upto", spy)
+    monkeypatch.setattr(RawWriter, "finish", finishing)
+    src = spread(tmp_path, 16 * MiB)
+    seen: list[int] = []
+    result = convert(
+        src, "raw", tmp_path / "out.raw", "raw", progress=lambda d, t: seen.append(d), **SMALL
+    )
+    assert result.verified and identical(src, "raw", tmp_path / "out.raw", "raw")
+    during = [end for end, after in handed if not after]
+    assert during == [0, 4 * MiB, 8 * MiB, 12 * MiB, 16 * MiB]
+    assert seen == sorted(seen) and seen[-1] == 32 * MiB
+
+
+def wrong_raw_writer(monkeypatch: pytest.MonkeyPatch, at: int) -> None:
+    """RawWriter with the byte at ``at`` changed on its way out."""
+    write = RawWriter.write
+
+    def wrong(self: RawWriter, offset: int, data: bytes) -> None:
+        if offset <= at < offset + len(data):
+            data = data[: at - offset] + bytes([data[at - offset] ^ 1]) + data[at - offset + 1 :]
+        write(self, offset, data)
+
+    monkeypatch.setattr(RawWriter, "write", wrong)
+
+
+@pytest.mark.parametrize(
+    ("segment", "at", "where"),
+    [
+        (64 * MiB, 4 * MiB + 600_000, f"0..{SIZE}"),
+        (4 * MiB, 8 * MiB + 100_000, "8388608..12582912"),
+    ],
+)
+def test_the_read_back_of_a_raw_output_catches_wrong_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, segment: int, at: int, where: str
+) -> None:
+    wrong_raw_writer(monkeypatch, at)
+    src = make_raw(tmp_path / "in.raw") if segment > SIZE else spread(tmp_path, 16 * MiB)
+    dst = tmp_path / "out.raw"
+    with pytest.raises(OperationFailed, match=rf"verification failed: .* bytes {where} is not"):
+        convert(src, "raw", dst, "raw", segment=segment)
+    assert leftovers(dst) == []
+
+
+def test_a_raw_write_below_what_was_read_back_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that also writes where it should not, in a segment read back
+    already: the write is noticed, that part read again, and the output refused."""
+    finish, again = RawWriter.finish, convert_module._ReadBack.again
+    asked: list[int] = []
+
+    def scribbling(self: RawWriter) -> int:
+        self._out.seek(MiB + 7)
+        self._out.write(b"!")
+        return finish(self)
+
+    def spy(self: convert_module._ReadBack, at: int) -> None:
+        asked.append(at)
+        again(self, at)
+
+    monkeypatch.setattr(RawWriter, "finish", scribbling)
+    monkeypatch.setattr(convert_module._ReadBack, "again", spy)
+    src = spread(tmp_path, 16 * MiB)
+    dst = tmp_path / "out.raw"
+    with pytest.raises(OperationFailed, match=r"bytes 0\.\.4194304 is not what"):
+        convert(src, "raw", dst, "raw", **SMALL)
+    assert asked == [MiB + 7] and leftovers(dst) == []
+
+
+def test_a_raw_output_of_the_wrong_length_is_refused(
+    tmp_path: Path, sources: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finish = RawWriter.finish
+
+    def short(self: RawWriter) -> int:
+        size = finish(self)
+        self._out.truncate(size - 512)
+        return size
+
+    monkeypatch.setattr(RawWriter, "finish", short)
+    dst = tmp_path / "out.raw"
+    with pytest.raises(
+        OperationFailed, match=f"reads as {SIZE - 512} bytes, the source has {SIZE}"
+    ):
+        convert(sources["raw"], "raw", dst, "raw")
+    assert leftovers(dst) == []
+
+
+def test_a_resumed_raw_conversion_reads_back_what_the_first_run_wrote(tmp_path: Path) -> None:
+    src = spread(tmp_path, 16 * MiB)
+    dst = tmp_path / "out.raw"
+    with pytest.raises(KeyboardInterrupt):
+        convert(src, "raw", dst, "raw", progress=interrupt_at(10 * MiB, 32 * MiB), **SMALL)
+    journal = json.loads(Path(f"{dst}.part.journal").read_text())
+    assert journal["checkpoint"]["virtual"] >= 4 * MiB
+    with Path(f"{dst}.part").open("r+b") as f:  # damaged between the two runs
+        f.seek(4096 + 10)
+        byte = f.read(1)
+        f.seek(4096 + 10)
+        f.write(bytes([byte[0] ^ 1]))
+    with pytest.raises(OperationFailed, match=r"bytes 0\.\.4194304 is not what"):
+        convert(src, "raw", dst, "raw", **SMALL)
     assert leftovers(dst) == []
 
 

@@ -4,10 +4,18 @@
 small journal beside it (``<dst>.part.journal``) at checkpoints, so a run that
 was interrupted (Ctrl-C, SIGTERM, a crash) carries on from the last checkpoint
 when started again on the same, unchanged source. When everything is written it
-is fsynced, read back through the destination format's reader and compared with
-what was read from the source, and only then linked into place: the destination
-either does not exist or is complete and verified. Any failure removes the
-partial output; an interruption keeps it for the next run.
+is fsynced, read back and compared with what was read from the source, and only
+then linked into place: the destination either does not exist or is complete and
+verified. Any failure removes the partial output; an interruption keeps it for
+the next run.
+
+A VHD, VMDK or qcow2 output is read back through the format's reader once it is
+finished (their tables are written last). A raw output's bytes are final once
+written, so it is read back segment by segment on a worker thread while the copy
+goes on, straight from the file (its holes are zeros, not read): by the time the
+copy is done, so is most of the verification. A write below what was already
+read back (a writer's bug) has that part read again at the end, and the output's
+length is checked, so the comparison covers what the file finally holds.
 
 The comparison is by digest, not byte for byte against the source (which would
 read the source twice): a hash over the content's non-zero 1 MiB grains, each
@@ -30,15 +38,17 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import struct
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, BinaryIO, Literal, Protocol, get_args
 
 import xxhash
 
@@ -56,10 +66,13 @@ from xenkit.motion.disk.base import (
     no_progress,
 )
 from xenkit.motion.disk.qemu import QemuReader, QemuWriter, open_qcow2
-from xenkit.motion.disk.raw import RawReader, RawWriter
+from xenkit.motion.disk.raw import RawReader, RawWriter, allocated
 from xenkit.motion.disk.vhd import BLOCK, COOKIE, VhdReader, VhdWriter
 from xenkit.motion.disk.vmdk import GRAIN, GT_SPAN, MAGIC, VmdkReader, VmdkWriter
 from xenkit.motion.model import DiskFormat
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 FORMATS: tuple[DiskFormat, ...] = get_args(DiskFormat)
 SEGMENT = 64 * MiB
@@ -148,7 +161,7 @@ def _resume_writer(
 
 
 class _Hasher(Protocol):
-    def update(self, data: bytes, /) -> None: ...
+    def update(self, data: bytes | bytearray, /) -> None: ...
 
     def hexdigest(self) -> str: ...
 
@@ -239,7 +252,9 @@ class ContentDigest:
             grain_end = min((self.pos // CHUNK + 1) * CHUNK, self.size)
             self._advance(min(end, grain_end))
 
-    def data(self, offset: int, data: bytes) -> None:
+    def data(self, offset: int, data: bytes | bytearray) -> None:
+        """Content at ``offset``; a ``bytearray`` may be reused once this returns
+        only without a worker (``worker=False``, or xxh3)."""
         self._expect(offset)
         self.data_bytes += len(data)
         done = 0
@@ -272,7 +287,7 @@ class ContentDigest:
             self._hash = None
         self.pos = new
 
-    def _grain(self, index: int, data: bytes) -> None:
+    def _grain(self, index: int, data: bytes | bytearray) -> None:
         if is_zero(data):
             return
         if self._hash is None:
@@ -486,8 +501,9 @@ def convert(
 ) -> ConvertResult:
     """Convert the image at ``src_path`` into a new ``dst_fmt`` image at ``dst_path``.
 
-    ``progress`` counts bytes of the virtual size copied and then, with
-    ``verify``, read back (so its total is twice the virtual size). ``resume``
+    ``progress`` counts bytes of the virtual size copied plus, with ``verify``,
+    bytes read back (so its total is twice the virtual size; a raw output is read
+    back while it is written, the others after). ``resume``
     False starts over even when a matching journal is there. ``free_space``
     says how much room a directory has (replaceable for tests)."""
     src, dst = Path(src_path), Path(dst_path)
@@ -603,11 +619,16 @@ class _Conversion:
         start = 0 if journal is None else journal.checkpoint.virtual
         writer: ResumableWriter | None = None
         out: BinaryIO | None = None
+        watched: _Watched | None = None
+        readback: _ReadBack | None = None
         try:
+            if verify and self.fmt == "raw":
+                readback = _ReadBack(self.part, self.size, self.segment, self.algorithm)
             if journal is None or journal.stage == "copy":
                 if journal is not None and journal.checkpoint.size is not None:
                     os.ftruncate(fd, journal.checkpoint.size)
                 out, writer = self._writer(journal)
+                watched = out if isinstance(out, _Watched) else None
                 digest = ContentDigest(
                     self.size,
                     self.segment,
@@ -616,8 +637,10 @@ class _Conversion:
                     segments=None if journal is None else journal.segments,
                 )
                 progress(start, total)
+                if readback is not None:
+                    self._hand_over(readback, watched, start)  # what an earlier run wrote
                 try:
-                    self._copy(writer, out, fd, digest, start, progress, total)
+                    self._copy(writer, out, fd, digest, start, progress, total, readback)
                     segments = digest.segments
                 finally:
                     digest.close()
@@ -625,16 +648,26 @@ class _Conversion:
                 if out is not None:
                     out.close()
                     out = None
+                if readback is not None:
+                    readback.upto(self.size)  # read on while the fsync waits for the disk
+                    if watched is not None and watched.touched is not None:
+                        readback.again(watched.touched)
                 os.fsync(fd)
                 done = Checkpoint(self.size, None)
                 self._journal("written", done, segments).save(self.journal_path)
             else:
                 segments = journal.segments
                 progress(self.size, total)
+                if readback is not None:
+                    readback.upto(self.size)
             expected = ContentDigest(
                 self.size, self.segment, algorithm=self.algorithm, segments=segments, worker=False
             )
-            if verify:
+            if readback is not None:
+                got = readback.result(lambda done: progress(self.size + done, total))
+                self._check_length(os.fstat(fd).st_size)
+                self._compare(got, expected.segments)
+            elif verify:
                 self._verify(expected, progress, total)
             self._into_place()
         except _Kept:
@@ -652,6 +685,9 @@ class _Conversion:
             if out is not None:
                 out.close()
             raise
+        finally:
+            if readback is not None:
+                readback.close()
         return ConvertResult(
             path=self.dst,
             format=self.fmt,
@@ -665,7 +701,8 @@ class _Conversion:
     def _writer(self, journal: Journal | None) -> tuple[BinaryIO | None, ResumableWriter]:
         if self.fmt == "qcow2":
             return None, QemuWriter(self.part, self.size, "qcow2", create=journal is None)
-        out = self.part.open("r+b")
+        raw = self.fmt == "raw"
+        out: BinaryIO = _Watched(io.FileIO(self.part, "r+")) if raw else self.part.open("r+b")
         try:
             if journal is None:
                 return out, open_writer(out, self.fmt, self.size, name=self.dst.name)
@@ -674,6 +711,15 @@ class _Conversion:
         except BaseException:
             out.close()
             raise
+
+    @staticmethod
+    def _hand_over(readback: _ReadBack, watched: _Watched | None, at: int) -> None:
+        """Have everything below ``at`` read back (it is all written), and any
+        later write there noted."""
+        if watched is not None:
+            watched.flush()
+            watched.sealed = max(watched.sealed, at)
+        readback.upto(at)
 
     def _copy(
         self,
@@ -684,13 +730,15 @@ class _Conversion:
         start: int,
         progress: Progress,
         overall: int,
+        readback: _ReadBack | None = None,
     ) -> None:
         mark = flushed = digest.data_bytes
         writeback = ThreadPoolExecutor(1, "writeback")
         pending: Future[None] | None = None
+        watched = out if isinstance(out, _Watched) else None
 
         def boundary(at: int) -> None:
-            """Checkpoint now and then."""
+            """Checkpoint now and then; hand each whole segment over to be read back."""
             nonlocal mark, flushed
             if at < self.size and digest.data_bytes - mark >= self.checkpoint_every:
                 checkpoint = writer.checkpoint(at)
@@ -699,6 +747,8 @@ class _Conversion:
                 os.fsync(fd)
                 self._journal("copy", checkpoint, digest.before(at)).save(self.journal_path)
                 mark = flushed = digest.data_bytes
+            if readback is not None:
+                self._hand_over(readback, watched, at)
 
         def step(done: int, total: int) -> None:
             """Between checkpoints, have what was written go to disk on a worker
@@ -711,7 +761,7 @@ class _Conversion:
                     out.flush()
                 pending = writeback.submit(os.fdatasync, fd)
                 flushed = digest.data_bytes
-            progress(done, overall)
+            progress(done if readback is None else done + readback.done, overall)
 
         try:
             copy(
@@ -726,17 +776,30 @@ class _Conversion:
         finally:
             writeback.shutdown(wait=True)
 
+    def _check_length(self, length: int) -> None:
+        if length != self.size and not (self.fmt == "qcow2" and 0 < length - self.size < 512):
+            raise OperationFailed(
+                f"verification failed: {self.part} reads as {length} bytes, "
+                f"the source has {self.size}",
+                hint="this is a bug in xenkit's writer; please report it",
+            )
+
+    def _compare(self, got: Mapping[int, str], expected: Mapping[int, str]) -> None:
+        for index in sorted(set(got) | set(expected)):
+            if got.get(index) != expected.get(index):
+                lo, hi = index * self.segment, min((index + 1) * self.segment, self.size)
+                raise OperationFailed(
+                    f"verification failed: what {self.part} holds in bytes {lo}..{hi} is "
+                    "not what was read from the source",
+                    hint="the output was removed; check the destination disk for errors "
+                    "and convert again (if it happens again, it is a bug in xenkit)",
+                )
+
     def _verify(self, expected: ContentDigest, progress: Progress, total: int) -> None:
+        """Read the finished output back through its format's reader."""
         reader = open_reader(self.part, self.fmt)
         try:
-            if reader.virtual_size != self.size and not (
-                self.fmt == "qcow2" and 0 < reader.virtual_size - self.size < 512
-            ):
-                raise OperationFailed(
-                    f"verification failed: {self.part} reads as {reader.virtual_size} bytes, "
-                    f"the source has {self.size}",
-                    hint="this is a bug in xenkit's writer; please report it",
-                )
+            self._check_length(reader.virtual_size)
             got = ContentDigest(self.size, self.segment, algorithm=self.algorithm)
             try:
                 copy(
@@ -750,15 +813,7 @@ class _Conversion:
                 got.close()
         finally:
             reader.close()
-        for index in sorted(set(got.segments) | set(expected.segments)):
-            if got.segments.get(index) != expected.segments.get(index):
-                lo, hi = index * self.segment, min((index + 1) * self.segment, self.size)
-                raise OperationFailed(
-                    f"verification failed: what {self.part} holds in bytes {lo}..{hi} is "
-                    "not what was read from the source",
-                    hint="the output was removed; check the destination disk for errors "
-                    "and convert again (if it happens again, it is a bug in xenkit)",
-                )
+        self._compare(got.segments, expected.segments)
 
     def _into_place(self) -> None:
         """Link ``.part`` to the destination (which must still not exist), then
@@ -804,3 +859,140 @@ class _Clipped:
 
     def close(self) -> None:
         self._reader.close()
+
+
+class _Watched(io.BufferedRandom):
+    """A raw output file that notes a write below ``sealed`` (what was handed
+    over to be read back): ``touched`` is the lowest such offset."""
+
+    sealed = 0
+    touched: int | None = None
+
+    def _note(self, at: int) -> None:
+        if at < self.sealed:
+            self.touched = at if self.touched is None else min(self.touched, at)
+
+    def write(self, buffer: ReadableBuffer, /) -> int:
+        self._note(self.tell())
+        return super().write(buffer)
+
+    def truncate(self, pos: int | None = None, /) -> int:
+        self._note(self.tell() if pos is None else pos)
+        return super().truncate(pos)
+
+
+class _Stopped(Exception):
+    """The read-back was closed before it was done."""
+
+
+class _ReadBack:
+    """A raw output read back on a worker thread, a range of whole segments at a
+    time as ``upto`` hands them over, into per-segment digests (``result``).
+
+    The file system's holes are zeros and are not read; every grain with data in
+    it is read whole, once, into one reused buffer, and hashed as it is. Bytes
+    past the file's end read as zeros: a raw writer's ``finish`` sets the length,
+    which the caller checks."""
+
+    def __init__(self, path: Path, size: int, segment: int, algorithm: str) -> None:
+        self.size = size
+        self.segment = segment
+        self.algorithm = algorithm
+        self.handed = 0
+        """Everything below was handed over."""
+        self.read = 0
+        """Bytes read back (or known to be holes) by the worker."""
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._buffer = bytearray(CHUNK)
+        self._stop = threading.Event()
+        self._worker = ThreadPoolExecutor(1, "read-back")
+        self._queue: deque[tuple[int, int, Future[dict[int, str]]]] = deque()
+        self._segments: dict[int, str] = {}
+
+    @property
+    def done(self) -> int:
+        """Bytes of the virtual size read back so far (for progress)."""
+        return min(self.read, self.size)
+
+    def upto(self, end: int) -> None:
+        """Read back what is below ``end`` and not handed over yet."""
+        if end > self.handed:
+            self._submit(self.handed, end)
+            self.handed = end
+        self._collect(until=None)
+
+    def again(self, at: int) -> None:
+        """Read back again the segments from ``at``'s on (written after they were read)."""
+        lo = at // self.segment * self.segment
+        if lo < self.handed:
+            self._submit(lo, self.handed)
+
+    def result(self, progress: Callable[[int], None]) -> dict[int, str]:
+        """The digests of the segments handed over, once they are read back;
+        ``progress(done)`` now and then while waiting."""
+        while self._queue:
+            progress(self.done)
+            self._collect(until=0.25)
+        progress(self.done)
+        return self._segments
+
+    def close(self) -> None:
+        self._stop.set()
+        self._worker.shutdown(wait=True, cancel_futures=True)
+        self._queue.clear()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _submit(self, lo: int, hi: int) -> None:
+        self._queue.append((lo, hi, self._worker.submit(self._digests, lo, hi)))
+
+    def _collect(self, until: float | None) -> None:
+        """Take in the ranges read back, in the order they were handed over
+        (a range read again replaces what it covers); ``until`` seconds (None:
+        not at all) to wait for the next one."""
+        if until is not None and self._queue:
+            wait([self._queue[0][2]], timeout=until, return_when=FIRST_COMPLETED)
+        while self._queue and self._queue[0][2].done():
+            lo, hi, future = self._queue.popleft()
+            got = future.result()
+            for index in range(lo // self.segment, -(-hi // self.segment)):
+                self._segments.pop(index, None)
+            self._segments.update(got)
+
+    def _digests(self, lo: int, hi: int) -> dict[int, str]:
+        """On the worker: the digests of the segments in ``[lo, hi)``."""
+        digest = ContentDigest(
+            self.size, self.segment, algorithm=self.algorithm, start=lo, worker=False
+        )
+        buffer, pos = self._buffer, lo
+        for ext in allocated(self._fd, lo, hi):
+            if ext.zero:
+                continue
+            grain = max(ext.offset // CHUNK * CHUNK, pos)
+            while grain < ext.end:
+                if self._stop.is_set():
+                    raise _Stopped
+                if grain > pos:
+                    digest.zero(pos, grain - pos)
+                end = min(grain + CHUNK, hi)
+                piece = buffer if end - grain == CHUNK else bytearray(end - grain)
+                self._fill(piece, grain)
+                digest.data(grain, piece)
+                self.read += end - pos
+                pos = grain = end
+        if pos < hi:
+            digest.zero(pos, hi - pos)
+            self.read += hi - pos
+        return digest.segments
+
+    def _fill(self, piece: bytearray, offset: int) -> None:
+        """``piece`` from the file at ``offset``, zeros past its end."""
+        got = 0
+        with memoryview(piece) as view:
+            while got < len(piece):
+                n = os.preadv(self._fd, [view[got:]], offset + got)
+                if n == 0:
+                    view[got:] = bytes(len(piece) - got)
+                    return
+                got += n

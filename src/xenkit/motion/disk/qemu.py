@@ -428,6 +428,15 @@ class _Served:
         while True:
             try:
                 return NbdClient(self._server.socket)
+            except (ConnectionResetError, BrokenPipeError, NbdError) as exc:
+                # qemu-nbd took the connection and then gave up on the image: its refusal
+                # says why (it exits a moment later), else the error is the connection's.
+                end = time.monotonic() + 5
+                while not self._server.exited() and time.monotonic() < end:
+                    time.sleep(0.01)
+                if self._server.exited():
+                    raise self._server.refusal() from exc
+                raise
             except (ConnectionRefusedError, FileNotFoundError) as exc:
                 if self._server.exited():
                     raise self._server.refusal() from exc
