@@ -12,7 +12,7 @@ import json
 import platform
 import sys
 
-BENCHMARKS = ["bench_config", "bench_lab", "bench_snapshot", "bench_motion"]
+BENCHMARKS = ["bench_config", "bench_lab", "bench_snapshot", "bench_motion", "bench_clamp"]
 
 
 def main(argv: list[str]) -> int:

@@ -62,7 +62,7 @@ def pool_host(lab_image: LabImage) -> Iterator[Host]:
             host = Host.from_machine(machine)
             host.run(
                 "xl cpupool-cpu-remove Pool-0 2 && xl cpupool-cpu-remove Pool-0 3 && "
-                "xl cpupool-create name='sim' sched='credit' cpus=['2','3']",
+                """xl cpupool-create 'name="sim"' 'sched="credit"' 'cpus=["2","3"]'""",
                 check=True,
                 timeout=120,
             )
@@ -91,6 +91,16 @@ def start(host: Host, scenario: Scenario, sleeper_loops: int) -> dict[str, int]:
         host.run(["xl", "vcpu-set", name, str(len(domain.vcpus))], check=True)
         host.run(["xl", "sched-credit", "-d", name, "-w", str(domain.weight), "-c",
                   str(domain.cap)], check=True)  # fmt: skip
+        # A vCPU given back by vcpu-set comes up offline in the guest: bring it online.
+        online = (
+            f"for i in $(seq 1 {len(domain.vcpus) - 1}); do "
+            "echo 1 > /sys/devices/system/cpu/cpu$i/online 2>/dev/null; done; "
+            "grep -c ^processor /proc/cpuinfo"
+        )
+        count = int(guest_exec(host, domid, online, wait=60).check().text)
+        assert count == len(domain.vcpus), (
+            f"{name} has {count} vCPUs online, not {len(domain.vcpus)}"
+        )
         loops = "; ".join(
             f"({workload_loop(v, sleeper_loops)}) >/dev/null 2>&1 & echo $! >> {PIDS}"
             for v in domain.vcpus

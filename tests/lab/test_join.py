@@ -221,6 +221,15 @@ def written(host: Host) -> int:
     return int(in_mover(host, "cat /tmp/last 2>/dev/null || echo 0"))
 
 
+def state_of(host: Host) -> str:
+    """What to look at when the mover stops answering: its console and Xen's log."""
+    return host.run(
+        "xl list; tail -n 20 /var/log/xen/console/guest-mover.log; xl dmesg | tail -n 15; "
+        "tail -n 20 /var/log/xen/xl-mover.log",
+        timeout=60,
+    ).stdout
+
+
 def until_written(host: Host, at_least: int) -> int:
     deadline = time.monotonic() + 120
     while (n := written(host)) < at_least:
@@ -259,7 +268,10 @@ def move_a_writing_guest(ha: Host, hb: Host, lab_image: LabImage) -> None:
     (moved,) = [d for d in hb.xl.list() if d.name == "mover"]
     assert moved.domain_type == "pvh" and not moved.state.paused
     # The guest goes on writing on jb, to jb's copy of the disk.
-    until_written(hb, written(hb) + 10)
+    try:
+        until_written(hb, written(hb) + 10)
+    except OperationFailed as exc:
+        raise AssertionError(f"the moved guest does not answer: {exc}\n{state_of(hb)}") from exc
     assert "/root/mover.qcow2" in hb.run("xl list -l mover", check=True).stdout
     in_mover(hb, "touch /tmp/stop; while [ ! -e /tmp/stopped ]; do sleep 0.1; done")
     last = int(in_mover(hb, "cat /tmp/stopped"))

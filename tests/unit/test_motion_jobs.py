@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import subprocess
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,18 @@ def test_convert_one_disk(vm: Path, tmp_path: Path) -> None:
                    "--to", "vmdk")  # fmt: skip
     assert rc == 0 and data["verified"] is True, data
     assert compare(tmp_path / "a.qcow2", tmp_path / "a.vmdk")
+
+
+@pytest.mark.parametrize("disk_format", ["vhd", "qcow2"])
+def test_an_ova_with_vhd_or_qcow2_disks(vm: Path, tmp_path: Path, disk_format: str) -> None:
+    out = tmp_path / "box.ova"
+    rc, made = cli("motion", "to-ova", str(vm), "--out", str(out), "--disk-format", disk_format)
+    assert rc == 0, made
+    with tarfile.open(out) as t:
+        names = t.getnames()
+    assert names[2:] == [f"box-disk1.{disk_format}", f"box-disk2.{disk_format}"], names
+    assert not list(tmp_path.glob(".*.tmp")), "no scratch file is left"
+    rc, back = cli("motion", "from-ova", str(out), "--out", str(tmp_path / "back"))
+    assert rc == 0, back
+    assert compare(tmp_path / "a.qcow2", tmp_path / "back" / "hda.img")
+    assert compare(tmp_path / "b.img", tmp_path / "back" / "hdb.img")

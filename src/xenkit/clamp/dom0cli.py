@@ -84,6 +84,7 @@ def add_parser(sub: Any) -> None:
     m.add_argument("--seconds", type=int, default=10)
     m.add_argument("--window", type=float, default=1.0)
     m.add_argument("--pool", type=int, default=0)
+    _common(m)
     unit = ops.add_parser("systemd-unit", help=f"print {UNIT_NAME}")
     unit.add_argument("--json", action="store_true")
 

@@ -134,8 +134,9 @@ def from_xva(out: Output, /, xva: Path, **kw: Any) -> None:
 @click.argument("cfg", type=click.Path(path_type=Path))
 @out_file
 @click.option(
-    "--disk-format", type=click.Choice(["vmdk", "vhd"]), default="vmdk", show_default=True,
-    help="vmdk: streamOptimized (VMware, VirtualBox); vhd: dynamic (XenCenter).",
+    "--disk-format", type=click.Choice(["vmdk", "vhd", "qcow2"]), default="vmdk",
+    show_default=True,
+    help="vmdk: streamOptimized (VMware, VirtualBox); vhd: dynamic (XenCenter); qcow2 (KVM).",
 )  # fmt: skip
 @click.option("--ovf-version", type=click.Choice(["1.0", "2.0"]), default="1.0", show_default=True)
 @strict_option
@@ -143,7 +144,7 @@ def from_xva(out: Output, /, xva: Path, **kw: Any) -> None:
 @click.pass_obj
 def to_ova(out: Output, /, cfg: Path, **kw: Any) -> None:
     """Write the VM of xl config CFG as an OVA (OVF + SHA256 manifest + disks)."""
-    fmt: Literal["vmdk", "vhd"] = kw["disk_format"]
+    fmt: Literal["vmdk", "vhd", "qcow2"] = kw["disk_format"]
     version: Literal["1.0", "2.0"] = kw["ovf_version"]
     with _bytes_progress(out, f"writing {kw['target']}") as progress:
         result = jobs.to_ova(cfg, kw["target"], disk_format=fmt, version=version,

@@ -19,7 +19,7 @@ from typing import IO, Any, BinaryIO, Literal
 
 from xenkit.config import ConfigError, load_config
 from xenkit.core.errors import UsageError
-from xenkit.motion.disk.base import DiskReader, DiskWriter, Progress, no_progress
+from xenkit.motion.disk.base import CHUNK, DiskReader, DiskWriter, Progress, no_progress
 from xenkit.motion.disk.convert import copy, disk_free, estimate_output, open_reader, open_writer
 from xenkit.motion.disk.qemu import QemuWriter
 from xenkit.motion.disk.vhd import VhdReader
@@ -263,7 +263,7 @@ def to_ova(
     cfg: Path,
     out: Path,
     *,
-    disk_format: Literal["vmdk", "vhd"] = "vmdk",
+    disk_format: Literal["vmdk", "vhd", "qcow2"] = "vmdk",
     version: Literal["1.0", "2.0"] = "1.0",
     strict: bool = False,
     progress: Progress = no_progress,
@@ -279,12 +279,42 @@ def to_ova(
         check_space(out.parent, needed_bytes(readers, disk_format), f"the OVA of {spec.name}")
         members = write_ova(
             spec, readers, out, disk_format=disk_format, version=version, losses=losses,
-            progress=progress,
+            progress=progress, open_writer=lambda f, fmt, size: member_writer(f, fmt, size, out),
         )  # fmt: skip
     size = out.stat().st_size
     result = MotionResult("to-ova", spec.name, [str(out)], losses, time.monotonic() - start, size)
     result.notes = [f"member {m.name}: {m.size} bytes" for m in members]
     return result
+
+
+def member_writer(out: BinaryIO, fmt: DiskFormat, virtual_size: int, beside: Path) -> DiskWriter:
+    """A writer into an OVA member. qcow2 is the one format xenkit writes through
+    qemu-nbd, which needs a file of its own: it is made beside the OVA (as sparse as
+    the data) and copied into the member when finished."""
+    if fmt != "qcow2":
+        return open_writer(out, fmt, virtual_size)
+    return Qcow2Member(out, virtual_size, beside.with_name(f".{beside.name}.qcow2.tmp"))
+
+
+class Qcow2Member:
+    def __init__(self, out: BinaryIO, virtual_size: int, scratch: Path) -> None:
+        self._out = out
+        self._scratch = scratch
+        scratch.unlink(missing_ok=True)
+        self._writer = QemuWriter(scratch, virtual_size)
+
+    def write(self, offset: int, data: bytes) -> None:
+        self._writer.write(offset, data)
+
+    def finish(self) -> int:
+        try:
+            self._writer.finish()
+            with self._scratch.open("rb") as image:
+                while chunk := image.read(CHUNK):
+                    self._out.write(chunk)
+            return self._scratch.stat().st_size
+        finally:
+            self._scratch.unlink(missing_ok=True)
 
 
 def from_ova(
@@ -345,10 +375,44 @@ def _stream_reader(disk: DiskRef, stream: BinaryIO | None) -> DiskReader | None:
         return VhdReader(stream, name=name)
     if disk.format == "raw":
         return StreamRawReader(stream)
+    if disk.format == "qcow2":
+        return Qcow2FromStream(stream)
     raise UsageError(
         f"{disk.path}: {disk.format} disks inside a package are not read here",
         hint="extract it, then convert it with qemu-img convert",
     )
+
+
+class Qcow2FromStream:
+    """A qcow2 member: qemu reads images from files, so the member is copied to a
+    scratch file first (as large as the member, not as the disk)."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        import tempfile
+
+        from xenkit.motion.disk.qemu import open_qcow2
+
+        fd, name = tempfile.mkstemp(prefix="xenkit-ova-", suffix=".qcow2")
+        self._scratch = Path(name)
+        with os.fdopen(fd, "wb") as f:
+            stream.seek(0)
+            while chunk := stream.read(CHUNK):
+                f.write(chunk)
+        self._reader = open_qcow2(self._scratch)
+
+    @property
+    def virtual_size(self) -> int:
+        return self._reader.virtual_size
+
+    def extents(self) -> Iterator[Any]:
+        return self._reader.extents()
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self._reader.read(offset, length)
+
+    def close(self) -> None:
+        self._reader.close()
+        self._scratch.unlink(missing_ok=True)
 
 
 class StreamRawReader:
