@@ -66,7 +66,7 @@ def run() -> dict[str, Any]:
 def _measure(host: Host) -> dict[str, Any]:
     kit = build_image().guest
     for name, vcpus, weight in GUESTS:
-        cfg = guest_config(kit, "pv", name, agent=True, vcpus=vcpus) + f"weight = {weight}\n"
+        cfg = guest_config(kit, "pv", name, agent=True, vcpus=vcpus) + f"cpu_weight = {weight}\n"
         domid = host.xl.create(parse_config(cfg))
         guest_exec(host, domid, "true", wait=180).check()
         guest_exec(host, domid, SPIN.format(n=" ".join(map(str, range(vcpus))))).check()

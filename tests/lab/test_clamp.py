@@ -61,7 +61,7 @@ def spinning_guest(
 ) -> int:
     """A kit guest with a busy loop on every vCPU."""
     cfg = guest_config(image.guest, "pv", name, agent=True, vcpus=vcpus)
-    domid = host.xl.create(parse_config(cfg + f"weight = {weight}\n" + extra))
+    domid = host.xl.create(parse_config(cfg + f"cpu_weight = {weight}\n" + extra))
     guest_exec(host, domid, "true", wait=180).check()
     loops = " ".join(str(i) for i in range(vcpus))
     guest_exec(host, domid, SPIN.format(n=loops)).check()
@@ -121,9 +121,10 @@ def test_the_floor_is_held_fairly_and_every_cap_comes_back(host: Host, lab_image
     total = sum(busy.values())
     fair = {"small": 256 / (256 + 1024), "large": 1024 / (256 + 1024)}
     shares = {k: v / total for k, v in busy.items()}
-    # More weight x vCPUs, more CPU; how near the fair shares is the benchmark's.
-    assert shares["small"] < shares["large"], (shares, fair)
-    assert jain([shares[k] / fair[k] for k in shares]) is not None
+    # Shared by weight x vCPUs; how near the fair shares (the 5 % goal) is the benchmark's.
+    for name, share in shares.items():
+        assert abs(share - fair[name]) <= 0.25 * fair[name], (shares, fair)
+    assert (jain([shares[k] / fair[k] for k in shares]) or 0) >= 0.9
     state = clamp(host, "status")
     assert state["fairness"]["jain"] is not None, state["fairness"]
     assert abs(state["idle_10s"] - 25) <= CLOSE, state["idle_10s"]
