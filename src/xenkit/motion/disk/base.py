@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, Self
 
 from xenkit.core.errors import UsageError
 
@@ -115,3 +115,16 @@ class ResumableWriter(DiskWriter, Protocol):
     def checkpoint(self, at: int) -> Checkpoint: ...
 
     def close(self) -> None: ...
+
+
+class ClosedOnExit:
+    """``with reader:`` closes it, whatever happens inside."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -33,10 +33,9 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from xenkit.core.errors import MissingTool, OperationFailed, UsageError
-from xenkit.motion.disk.base import CHUNK, Checkpoint, CorruptImage, Extent, is_zero
+from xenkit.motion.disk.base import CHUNK, Checkpoint, ClosedOnExit, CorruptImage, Extent, is_zero
 from xenkit.motion.disk.raw import SPARSE_BLOCK, merged
 
 NBDMAGIC = 0x4E42444D41474943
@@ -459,7 +458,7 @@ class _Served:
             self._server.stop()
 
 
-class QemuReader(_Served):
+class QemuReader(_Served, ClosedOnExit):
     """An image qemu understands, read through qemu-nbd (read-only).
 
     ``fmt`` is ours (raw, qcow2, vhd, vmdk) or any qemu format name. Reads are
@@ -547,17 +546,6 @@ class QemuReader(_Served):
     def close(self) -> None:
         self._ahead.clear()
         super().close()
-
-    def __enter__(self) -> QemuReader:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 QCOW2_MAGIC = b"QFI\xfb"

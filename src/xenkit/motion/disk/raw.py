@@ -15,11 +15,10 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import BinaryIO
 
 from xenkit.core.errors import OperationFailed, UsageError
-from xenkit.motion.disk.base import CHUNK, Checkpoint, Extent, is_zero
+from xenkit.motion.disk.base import CHUNK, Checkpoint, ClosedOnExit, Extent, is_zero
 
 SPARSE_BLOCK = 64 * 1024
 """The smallest run of zeros the writer leaves as a hole (a qcow2 cluster)."""
@@ -73,7 +72,7 @@ def merged(extents: Iterator[Extent]) -> Iterator[Extent]:
         yield run
 
 
-class RawReader:
+class RawReader(ClosedOnExit):
     """A raw image on a path (file or block device); ``size`` limits it to its
     first ``size`` bytes (a fixed VHD's data before its footer)."""
 
@@ -162,17 +161,6 @@ class RawReader:
             os.close(self._fd)
             self._fd = -1
         self._cached = None
-
-    def __enter__(self) -> RawReader:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class RawWriter:

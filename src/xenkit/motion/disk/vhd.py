@@ -29,11 +29,18 @@ from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import BinaryIO
 
 from xenkit.core.errors import UsageError
-from xenkit.motion.disk.base import SECTOR, Checkpoint, CorruptImage, Extent, MiB, is_zero
+from xenkit.motion.disk.base import (
+    SECTOR,
+    Checkpoint,
+    ClosedOnExit,
+    CorruptImage,
+    Extent,
+    MiB,
+    is_zero,
+)
 from xenkit.motion.disk.raw import allocated, merged
 
 COOKIE = b"conectix"
@@ -247,7 +254,7 @@ class _File:
         return data
 
 
-class VhdReader:
+class VhdReader(ClosedOnExit):
     """A fixed or dynamic VHD in ``f``. Sectors a block's bitmap leaves unset read
     as zeros, as the spec says (qemu reads what is there; writers leave zeros)."""
 
@@ -430,17 +437,6 @@ class VhdReader:
     def close(self) -> None:
         if self._owns:
             self._file.f.close()
-
-    def __enter__(self) -> VhdReader:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _sector_present(bitmap: bytes, sector: int) -> bool:

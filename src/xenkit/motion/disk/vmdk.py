@@ -29,11 +29,10 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import TracebackType
 from typing import BinaryIO, Literal
 
 from xenkit.core.errors import UsageError
-from xenkit.motion.disk.base import SECTOR, Checkpoint, CorruptImage, Extent, is_zero
+from xenkit.motion.disk.base import SECTOR, Checkpoint, ClosedOnExit, CorruptImage, Extent, is_zero
 from xenkit.motion.disk.raw import merged
 
 MAGIC = b"KDMV"
@@ -217,7 +216,7 @@ def _le_u32(raw: bytes) -> array[int]:
     return table
 
 
-class VmdkReader:
+class VmdkReader(ClosedOnExit):
     """A VMDK sparse extent in ``f`` (a file, or a window inside an OVA)."""
 
     def __init__(
@@ -482,17 +481,6 @@ class VmdkReader:
             self._pool = None
         if self._owns:
             self._f.close()
-
-    def __enter__(self) -> VmdkReader:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class VmdkWriter:
