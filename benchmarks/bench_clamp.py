@@ -13,16 +13,15 @@ The reference, in the same run, is the host unclamped (its idle and shares).
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
+from benchmarks.fresh_lab import on_a_fresh_lab
 from xenkit.clamp.controller import jain
 from xenkit.config import parse_config
 from xenkit.host.guestexec import guest_exec
 from xenkit.host.host import Host
-from xenkit.lab import Machine, build_image, guest_config
+from xenkit.lab import build_image, guest_config
 
 SPIN = "for i in {n}; do setsid sh -c 'while :; do :; done' >/dev/null 2>&1 & done"
 GUESTS = (("small", 1, 256), ("large", 2, 512))
@@ -47,20 +46,14 @@ def periods_at(host: Host, target: int, count: int) -> list[dict[str, Any]]:
 
 
 def shares(measured: dict[str, Any]) -> dict[str, float]:
-    busy = {d["name"]: d["busy"] for d in measured["domains"] if d["name"] in dict.fromkeys(
-        g[0] for g in GUESTS)}  # fmt: skip
+    names = {g[0] for g in GUESTS}
+    busy = {d["name"]: d["busy"] for d in measured["domains"] if d["name"] in names}
     total = sum(busy.values())
     return {k: v / total for k, v in busy.items()}
 
 
 def run() -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as state:
-        lab = Machine("bench-clamp", state_dir=Path(state))
-        lab.boot(build_image(), fresh=True)
-        try:
-            return _measure(Host.from_machine(lab))
-        finally:
-            lab.destroy()
+    return on_a_fresh_lab("bench-clamp", _measure)
 
 
 def _measure(host: Host) -> dict[str, Any]:

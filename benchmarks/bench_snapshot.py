@@ -13,15 +13,14 @@
 from __future__ import annotations
 
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
+from benchmarks.fresh_lab import on_a_fresh_lab
 from xenkit.config import parse_config
 from xenkit.host.guestexec import guest_exec
 from xenkit.host.host import Host
-from xenkit.lab import Machine, build_image, guest_config
+from xenkit.lab import build_image, guest_config
 
 ROUNDS = 5
 DATA_MIB = 64
@@ -54,13 +53,7 @@ def _write(host: Host, domid: int, mib: int, seek_mib: int = 0) -> None:
 
 
 def run() -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as state:
-        lab = Machine("bench-snap", state_dir=Path(state))
-        lab.boot(build_image(), fresh=True)
-        try:
-            return _measure(Host.from_machine(lab))
-        finally:
-            lab.destroy()
+    return on_a_fresh_lab("bench-snap", _measure)
 
 
 def _measure(host: Host) -> dict[str, Any]:

@@ -7,6 +7,7 @@ Every command reports what the target cannot carry as warnings naming the key
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -268,6 +269,4 @@ def convert(out: Output, /, src: Path, dst: Path, **kw: Any) -> None:
 
 
 def _password(variable: str) -> str | None:
-    import os
-
     return os.environ.get(variable)

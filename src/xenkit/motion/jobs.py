@@ -19,7 +19,14 @@ from typing import IO, Any, BinaryIO, Literal
 
 from xenkit.config import ConfigError, load_config
 from xenkit.core.errors import UsageError
-from xenkit.motion.disk.base import CHUNK, DiskReader, DiskWriter, Progress, no_progress
+from xenkit.motion.disk.base import (
+    CHUNK,
+    DiskReader,
+    DiskWriter,
+    Extent,
+    Progress,
+    no_progress,
+)
 from xenkit.motion.disk.convert import copy, disk_free, estimate_output, open_reader, open_writer
 from xenkit.motion.disk.qemu import QemuWriter
 from xenkit.motion.disk.vhd import VhdReader
@@ -427,9 +434,7 @@ class StreamRawReader:
     def virtual_size(self) -> int:
         return self._size
 
-    def extents(self) -> Iterator[Any]:
-        from xenkit.motion.disk.base import Extent
-
+    def extents(self) -> Iterator[Extent]:
         if self._size:
             yield Extent(0, self._size, False)
 
