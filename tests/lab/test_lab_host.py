@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from xenkit.core.errors import OperationFailed
+from xenkit.lab.machine import BootStalled
 from xenkit.lab import (
     BootOptions,
     GuestType,
@@ -112,3 +113,33 @@ def test_failed_bring_up_is_quoted_not_timed_out(lab_image: LabImage, tmp_path: 
     assert time.monotonic() - start < 120
     assert not broken.is_running()
     broken.destroy()
+
+
+def test_a_stalled_boot_is_dumped_and_booted_again(lab_image: LabImage, tmp_path: Path) -> None:
+    """A root disk that never appears: stage 1 waits silently, Xen stays alive. The
+    boot is taken for stalled, Xen's dump of dom0 is quoted, and it is booted once
+    more (stalling again here) before the error."""
+    stuck = Machine("stuck", state_dir=tmp_path)
+    stuck.stall_after = 10.0
+    stages: list[tuple[str, str]] = []
+    start = time.monotonic()
+    with pytest.raises(BootStalled) as info:
+        stuck.boot(
+            lab_image,
+            BootOptions(dom0_args=("xenkit.root=/dev/xenkit-nothing",)),
+            timeout=240,
+            progress=lambda stage, detail: stages.append((stage, detail)),
+        )
+    message = str(info.value)
+    assert "printed nothing for 10 s" in message
+    assert "after the dom0 kernel started; last line: " in info.value.where
+    assert "'0' pressed -> dumping Dom0's registers" in message
+    assert "'q' pressed -> dumping domain info" in message
+    retries = [detail for stage, detail in stages if stage == "retry"]
+    assert len(retries) == 1 and "booting it again" in retries[0]
+    saved = stuck.paths.root / "serial.stalled.log"
+    assert "Dom0's registers" in saved.read_text()
+    assert [stage for stage, _ in stages].count("boot") == 2
+    assert time.monotonic() - start < 120
+    assert not stuck.is_running()
+    stuck.destroy()

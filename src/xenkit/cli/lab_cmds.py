@@ -175,7 +175,7 @@ class _Progress:
 
     def __call__(self, stage: str, detail: str) -> None:
         now = time.monotonic()
-        if stage == "corrupt":
+        if stage in ("corrupt", "retry"):
             self.notes.append(detail)
             self.console.print(f"[yellow]warning:[/] {escape(detail)}")
             return

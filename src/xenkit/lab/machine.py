@@ -48,6 +48,38 @@ Condition = Literal["running", "crashed", "dead", "stopped", "absent"]
 #: The recipe's CPU: ``+npt`` gives Xen HAP, without which PVH/HVM guests cannot start
 #: (Debian's Xen has no shadow paging); ``-cpu max`` kills dom0 in early PV setup.
 CPU_MODEL = "qemu64,+svm,+npt"
+
+#: A booting lab that prints nothing for this long has stalled (a boot's longest
+#: quiet stretch is about 4 s, 15 s on a loaded machine); it is booted once again.
+STALL_SECONDS = 60.0
+
+
+def _until_quiet(log: ConsoleLog, sock: socket.socket, *, quiet: float, limit: float) -> list[str]:
+    """The console's new lines until none came for ``quiet`` seconds (or ``limit``
+    passed). QEMU holds the serial line back while a connected client does not read,
+    so what the socket receives is read and dropped (the log file has it)."""
+    lines: list[str] = []
+    start = heard = time.monotonic()
+    while time.monotonic() - heard < quiet and time.monotonic() - start < limit:
+        time.sleep(0.1)
+        with contextlib.suppress(BlockingIOError):
+            while sock.recv(65536):
+                pass
+        new = log.poll()
+        if new:
+            lines += new
+            heard = time.monotonic()
+    return lines
+
+
+class BootStalled(OperationFailed):
+    """The console went quiet before the toolstack was ready."""
+
+    def __init__(self, message: str, *, where: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.where = where
+
+
 #: dom0's address on QEMU's user network; hostfwd's default target is .15.
 USER_NET = "198.51.100.0/24"
 DOM0_USER_IP = "198.51.100.15/24"
@@ -428,6 +460,8 @@ class Machine:
         self._session: SshSession | None = None
         self._console: ConsoleLog | None = None
         self._console_start = 0
+        #: Seconds of console silence that make a boot stalled (tests shorten it).
+        self.stall_after = STALL_SECONDS
 
     # -- state -------------------------------------------------------------
 
@@ -685,8 +719,45 @@ class Machine:
             shutil.rmtree(p.root / "snapshots", ignore_errors=True)
         self._console = None
         self._session = None
-        report("boot", f"starting QEMU for lab {self.name}")
         blob = public_key_blob(p.identity)
+        for boot in range(2):
+            try:
+                return self._start(
+                    image, options, previous, snapshot, fresh, console_from, blob,
+                    start=start, deadline=start + timeout, ssh_port=ssh_port, report=report,
+                )  # fmt: skip
+            except BootStalled as stalled:
+                if boot == 1 or time.monotonic() + 2 * self.stall_after > start + timeout:
+                    raise
+                saved = p.root / "serial.stalled.log"
+                console = self.console()
+                saved.write_text(f"{stalled}\n\n---- the whole console ----\n{console}")
+                p.serial_log.unlink(missing_ok=True)
+                report(
+                    "retry",
+                    f"the boot of lab {self.name} stalled ({stalled.where}); booting it again "
+                    f"(its console and Xen's dump: {saved})",
+                )
+        raise AssertionError("unreachable")
+
+    def _start(
+        self,
+        image: LabImage,
+        options: BootOptions,
+        previous: LabState | None,
+        snapshot: str | None,
+        fresh: bool,
+        console_from: int,
+        blob: str,
+        *,
+        start: float,
+        deadline: float,
+        ssh_port: int | None,
+        report: Progress,
+    ) -> float:
+        """One QEMU, from its start until SSH answers (see :meth:`boot`)."""
+        p = self.paths
+        report("boot", f"starting QEMU for lab {self.name}")
         proc: subprocess.Popen[bytes] | None = None
         try:
             for attempt in range(3):
@@ -728,9 +799,9 @@ class Machine:
                 base_digest=base_digest(image),
             ).write(p.state)
             if snapshot is None:
-                self._wait_marker(start + timeout, report)
+                self._wait_marker(deadline, report)
             report("ssh", "waiting for sshd")
-            self.ssh.wait(max(5.0, start + timeout - time.monotonic()))
+            self.ssh.wait(max(5.0, deadline - time.monotonic()))
         except BaseException:
             if proc is not None:
                 self._end(proc)
@@ -824,8 +895,11 @@ class Machine:
     def _wait_marker(self, deadline: float, report: Progress) -> None:
         log = ConsoleLog(self.paths.serial_log)
         seen_dom0 = False
+        heard = time.monotonic()
         while True:
             new = log.poll()
+            if new:
+                heard = time.monotonic()
             first_new = len(log.lines) - len(new)
             fault = find_fault(log.lines, first_new)
             if fault is not None:
@@ -845,6 +919,17 @@ class Machine:
                     hint=f"full console: {self.paths.serial_log}; QEMU's own log: "
                     f"{self.paths.qemu_log}",
                 )
+            if time.monotonic() - heard > self.stall_after and time.monotonic() < deadline:
+                tail = log.tail(25)
+                phase = "the dom0 kernel started" if seen_dom0 else "dom0 started"
+                last = (tail or ["nothing"])[-1].strip()
+                raise BootStalled(
+                    f"lab {self.name} printed nothing for {self.stall_after:.0f} s before its "
+                    f"toolstack was ready; last console lines:\n"
+                    + "\n".join([*tail, "Xen's dump of dom0:", *self._xen_dump(log)]),
+                    where=f"{'after' if seen_dom0 else 'before'} {phase}; last line: {last}",
+                    hint=f"full console: {self.paths.serial_log}",
+                )
             if time.monotonic() > deadline:
                 raise OperationFailed(
                     f"lab {self.name} was not ready in time; last console lines:\n"
@@ -852,6 +937,25 @@ class Machine:
                     hint="TCG is slow on a loaded machine; raise the timeout",
                 )
             time.sleep(0.05)
+
+    def _xen_dump(self, log: ConsoleLog) -> list[str]:
+        """Xen's view of a host that went quiet: dom0's vCPUs ('0') and the domains
+        ('q'), asked for over the serial line (CTRL-A three times hands its input to
+        Xen, three more give it back). Each dump is read until the line goes quiet."""
+        lines: list[str] = []
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(2.0)
+                sock.connect(str(self.paths.console_socket))
+                sock.sendall(b"\x01\x01\x01")
+                sock.setblocking(False)
+                for key in b"0q":
+                    sock.sendall(bytes([key]))
+                    lines += _until_quiet(log, sock, quiet=1.5, limit=20.0)
+                sock.sendall(b"\x01\x01\x01")
+        except OSError as e:
+            lines.append(f"(no dump: the console socket refused: {e})")
+        return lines[-200:]
 
     # -- use ---------------------------------------------------------------
 
