@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from xenkit.core.errors import OperationFailed
-from xenkit.lab.machine import BootStalled
 from xenkit.lab import (
     BootOptions,
     GuestType,
@@ -19,6 +18,7 @@ from xenkit.lab import (
     guest_config,
     guest_console_log,
 )
+from xenkit.lab.machine import BootStalled
 
 pytestmark = pytest.mark.lab
 
