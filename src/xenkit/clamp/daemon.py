@@ -683,6 +683,11 @@ class Daemon:
                     "limit": decision.limit,
                     "error_pp": decision.error_pp,
                     "caps": {str(r.domid): r.cap for r in rows if not r.exempt},
+                    "busy": {str(r.domid): r.busy for r in rows if not r.exempt},
+                    "held": sorted(decision.held),
+                    "feedforward": decision.feedforward,
+                    "bias": decision.bias,
+                    "residual_pp": decision.residual_pp,
                     "exempt_busy": sum(r.busy or 0.0 for r in rows if r.exempt),
                     "reasons": [r["code"] for r in reasons],
                 }
