@@ -61,8 +61,6 @@ DEFAULT_MAX_IDLE = 50
 MAX_IDLE_LIMIT = 95
 #: The smallest cap the clamp writes: 0 means *uncapped* to Xen, never "nothing".
 MIN_CAP = 1
-#: Periods over which the uncapped load's spread is judged (its bursts against a shift).
-SPREAD_PERIODS = 10
 #: What dom0 keeps when it is not exempt (% of one pCPU): backends and the clamp run there.
 DOM0_FLOOR = 25
 
@@ -100,10 +98,7 @@ class Tuning:
     #: Below this fraction of the target, the pool is contended: every domain wants more.
     contended: float = 0.5
     #: Periods the load no cap holds is averaged over, for the feed-forward.
-    uncapped_periods: int = 4
-    #: Two periods in a row this far (pp of the pool) to one side of that average: the
-    #: load changed, and the average starts again from them.
-    shift_pp: float = 3.0
+    uncapped_periods: int = 2
 
     def __post_init__(self) -> None:
         if not 0 < self.ki <= 1.5:
@@ -116,8 +111,6 @@ class Tuning:
             raise UsageError(f"contended must be 0-1, not {self.contended}")
         if not 1 <= self.uncapped_periods <= 30:
             raise UsageError(f"uncapped_periods must be 1-30, not {self.uncapped_periods}")
-        if not self.shift_pp > 0:
-            raise UsageError(f"shift_pp must be above 0, not {self.shift_pp}")
 
 
 @dataclass(frozen=True)
@@ -314,7 +307,6 @@ class Controller:
         self._bias = 0.0
         self._uncapped: float | None = None
         self._recent_uncapped: list[float] = []
-        self._seen_uncapped: list[float] = []
         #: The target (fraction) in force since the last update.
         self._target: float | None = None
         self._carry: dict[int, float] = {}
@@ -368,7 +360,7 @@ class Controller:
         # What no cap holds (exempt domains, Xen, domains that just left), measured: the
         # budget that meets the target against it is the feed-forward.
         measured = pool * (1.0 - sample.idle) - used - departed
-        uncapped = self._expect_uncapped(measured, pool)
+        uncapped = self._expect_uncapped(measured)
         feedforward = pool * (1.0 - goal) - uncapped
         # The residual: the idle error (against the target in force while it was
         # measured) less what the change of the uncapped load explains (the
@@ -427,32 +419,17 @@ class Controller:
             held=held,
         )
 
-    def _expect_uncapped(self, measured: float, pool: float) -> float:
-        """What the load no cap holds will be next period: the mean of the last few.
-        Its bursts (a command run in dom0, a backend's burst of I/O) are not chased;
-        answering each one a period late would double it. Two periods in a row to one
-        side of the mean, by more than ``shift_pp`` and than twice the load's recent
-        spread, are a new level, and the mean starts again from them."""
-        t = self.tuning
-        recent, seen = self._recent_uncapped, self._seen_uncapped
-        if recent:
-            mean = sum(recent) / len(recent)
-            band = max(t.shift_pp * pool / 100.0, 2.0 * _spread(seen))
-            if min(measured, recent[-1]) - mean > band or mean - max(measured, recent[-1]) > band:
-                del recent[:-1]
+    def _expect_uncapped(self, measured: float) -> float:
+        """What the load no cap holds will be next period: the mean of the last two.
+        Answering each of its bursts (a command run in dom0, a backend's burst of I/O)
+        a period late, as the last period's value alone would, doubles a load that
+        comes and goes every other period; a longer mean holds the per-period idle a
+        little closer but the 10 s mean further off (the fluid model's bursts, in
+        the unit tests), and follows a new level more slowly."""
+        recent = self._recent_uncapped
         recent.append(measured)
-        del recent[: -t.uncapped_periods]
-        seen.append(measured)
-        del seen[:-SPREAD_PERIODS]
+        del recent[: -self.tuning.uncapped_periods]
         return sum(recent) / len(recent)
-
-
-def _spread(values: Sequence[float]) -> float:
-    """Root-mean-square deviation from the mean (0 for fewer than two values)."""
-    if len(values) < 2:
-        return 0.0
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
 
 def _expected(
