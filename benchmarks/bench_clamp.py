@@ -95,11 +95,12 @@ def _measure(host: Host) -> dict[str, Any]:
     steps: dict[str, Any] = {}
     clamp(host, "set", "25")
     periods_at(host, 25, 10)
-    held = clamp(host, "measure", "--seconds", "10")
+    # ``--after 3``: measure's own start is a burst of dom0 load, which the clamp
+    # answers over the next two periods (docs/clamp/clamp.md).
+    held = clamp(host, "measure", "--seconds", "10", "--after", "3")
     previous = 25
     for target in (40, 10):
-        before = int(clamp(host, "status")["seq"])
-        clamp(host, "set", str(target))
+        before = int(clamp(host, "set", str(target))["state"]["seq"])
         rows = periods_at(host, target, 13, after=before)[1:]
         idle = [float(r["idle"]) for r in rows]
         direction = 1 if target > previous else -1
@@ -111,7 +112,7 @@ def _measure(host: Host) -> dict[str, Any]:
             "overshoot_pp": round(max(0.0, max(direction * (x - target) for x in idle)), 2),
         }
         previous = target
-    at10 = clamp(host, "measure", "--seconds", "10")
+    at10 = clamp(host, "measure", "--seconds", "10", "--after", "3")
     clamp(host, "off")
 
     s = shares(held)

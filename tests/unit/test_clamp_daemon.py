@@ -763,3 +763,15 @@ def test_spawn_reports_why_the_daemon_could_not_start(paths: ClampPaths) -> None
     assert info.value.hint and "dom0" in info.value.hint
     assert running_pid(paths) is None
     assert "clamp:" in paths.log.read_text()
+
+
+def test_measure_after_waits_before_its_first_window_and_refuses_bad_values() -> None:
+    from xenkit.clamp.dom0cli import measure
+
+    xen = FakeXen(guests())
+    start = time.monotonic()
+    result = measure(xen, 0, 1, 0.5, after=0.3)
+    assert time.monotonic() - start >= 0.8 and len(result["windows"]) == 2
+    for bad in (-1.0, 601.0):
+        with pytest.raises(UsageError, match="--after must be 0-600"):
+            measure(xen, 0, 1, after=bad)

@@ -83,6 +83,13 @@ def add_parser(sub: Any) -> None:
     m = ops.add_parser("measure", help="the pool's idle over 1 s windows, from getcpuinfo")
     m.add_argument("--seconds", type=int, default=10)
     m.add_argument("--window", type=float, default=1.0)
+    m.add_argument(
+        "--after",
+        type=float,
+        default=0.0,
+        help="wait this long before the first window (the command's own start is dom0 "
+        "load, which a running clamp answers)",
+    )
     m.add_argument("--pool", type=int, default=0)
     _common(m)
     unit = ops.add_parser("systemd-unit", help=f"print {UNIT_NAME}")
@@ -164,7 +171,7 @@ def _dispatch(args: argparse.Namespace) -> dict[str, Any]:
     if args.op == "off":
         return daemon.stop(XcControl, paths, timeout=args.timeout)
     if args.op == "measure":
-        return measure(XcControl(), args.pool, args.seconds, args.window)
+        return measure(XcControl(), args.pool, args.seconds, args.window, after=args.after)
     return _set(args, paths)
 
 
@@ -246,13 +253,18 @@ def _refuse_changed_settings(args: argparse.Namespace, paths: Any) -> None:
         )
 
 
-def measure(xen: Any, pool: int, seconds: int, window: float = 1.0) -> dict[str, Any]:
+def measure(
+    xen: Any, pool: int, seconds: int, window: float = 1.0, *, after: float = 0.0
+) -> dict[str, Any]:
     """The pool's idle in consecutive windows and each domain's use, from Xen's own
     counters (what the lab tests judge the clamp by, independently of its daemon)."""
     from xenkit.clamp.xenctl import CAPPABLE, DomainGone, PoolInfo
 
     if not 1 <= seconds <= 600 or not 0.1 <= window <= 60:
         raise UsageError("measure --seconds must be 1-600 and --window 0.1-60")
+    if not 0 <= after <= 600:
+        raise UsageError(f"measure --after must be 0-600 seconds, not {after}")
+    time.sleep(after)
     info: PoolInfo = xen.pool(pool)
     cpus = info.cpus
     windows: list[float] = []
