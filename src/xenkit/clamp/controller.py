@@ -429,7 +429,7 @@ class Controller:
         that wants less gave it its whole share of the level, which it then took."""
         doubted = {domid for domid in self._held & here if domid not in held}
         steady = held | (doubted - self._doubted)
-        self._doubted = doubted - held
+        self._doubted = doubted
         self._held = frozenset(steady)
         return self._held
 
