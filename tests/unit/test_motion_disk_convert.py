@@ -50,6 +50,7 @@ from xenkit.motion.disk.convert import (
     open_reader,
     open_writer,
 )
+from xenkit.motion.disk.qemu import Qcow2Reader
 from xenkit.motion.disk.raw import RawReader, RawWriter
 from xenkit.motion.disk.vhd import VhdReader, VhdWriter
 from xenkit.motion.disk.vmdk import GT_SPAN, VmdkReader, VmdkWriter
@@ -439,10 +440,10 @@ def test_the_estimate_bounds_what_is_written(tmp_path: Path, sources: dict[str, 
         assert out.stat().st_blocks * 512 <= estimate, fmt
 
 
-def test_writers_go_into_a_window_of_another_file() -> None:
+def test_writers_go_into_a_window_of_another_file(tmp_path: Path) -> None:
     """What an OVA/XVA writer does: the image is a member of a bigger file."""
     data = content(Path())
-    formats: tuple[DiskFormat, ...] = ("raw", "vhd", "vmdk")
+    formats: tuple[DiskFormat, ...] = ("raw", "vhd", "vmdk", "qcow2")
     for fmt in formats:
         out = io.BytesIO()
         writer = open_writer(out, fmt, SIZE)
@@ -453,9 +454,14 @@ def test_writers_go_into_a_window_of_another_file() -> None:
         size = writer.finish()
         assert size == len(out.getvalue())
         out.seek(0)
-        reader = {"vhd": VhdReader, "vmdk": VmdkReader}.get(fmt)
-        if reader is not None:
-            assert reader(out).read(0, SIZE) == data
+        if fmt == "qcow2":
+            image = tmp_path / "window.qcow2"
+            image.write_bytes(out.getvalue())
+            with closing(Qcow2Reader(image)) as qcow2:
+                assert qcow2.read(0, SIZE) == data
+            assert qemu_img("check", image).returncode == 0
+        elif fmt in ("vhd", "vmdk"):
+            assert {"vhd": VhdReader, "vmdk": VmdkReader}[fmt](out).read(0, SIZE) == data
         else:
             assert out.getvalue() == data
 

@@ -15,6 +15,7 @@ from typing import BinaryIO
 import pytest
 
 from tests.conftest import shared_dir
+from tests.unit.test_motion_disk_images import qemu_img
 from tests.unit.test_motion_ovf_envelope import as_read_back, hvm_spec, pv_spec
 from tests.unit.test_motion_ovf_schema import assert_valid, load_schemas
 from xenkit.core.errors import UsageError
@@ -417,8 +418,23 @@ def test_the_default_writers_make_a_stream_optimized_vmdk(tmp_path: Path) -> Non
     assert back.disks[0].path == "/out/xvda.raw" and back.disks[0].virtual_size == len(data)
 
 
-def test_qcow2_cannot_be_streamed(tmp_path: Path) -> None:
-    spec = pv_spec()
-    with pytest.raises(UsageError, match="qcow2"):
-        write_ova(spec, disks_of(spec), tmp_path / "q.ova", disk_format="qcow2", losses=Losses())
-    assert list(tmp_path.iterdir()) == []
+def test_a_qcow2_disk_is_written_into_its_member(tmp_path: Path) -> None:
+    from xenkit.motion.disk.convert import open_reader
+
+    spec = replace(pv_spec(), disks=pv_spec().disks[:1])
+    data = image(3, 256 * KiB)
+    out = tmp_path / "q.ova"
+    members = write_ova(
+        spec, [(spec.disks[0], MemReader(data))], out, disk_format="qcow2", losses=Losses()
+    )
+    assert [m.name for m in members] == ["q.ovf", "q.mf", "q-disk1.qcow2"]
+    with tarfile.open(out) as tar:
+        (tmp_path / "d.qcow2").write_bytes(member_bytes(tar, "q-disk1.qcow2"))
+    assert qemu_img("check", tmp_path / "d.qcow2").returncode == 0
+    reader = open_reader(tmp_path / "d.qcow2", "qcow2")
+    try:
+        assert reader.virtual_size == len(data)
+        assert reader.read(0, len(data)) == data
+    finally:
+        reader.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.qcow2", "q.ova"]  # no scratch

@@ -28,7 +28,6 @@ from xenkit.motion.disk.base import (
     no_progress,
 )
 from xenkit.motion.disk.convert import copy, disk_free, estimate_output, open_reader, open_writer
-from xenkit.motion.disk.qemu import QemuWriter
 from xenkit.motion.disk.vhd import VhdReader
 from xenkit.motion.disk.vmdk import VmdkReader
 from xenkit.motion.model import DiskFormat, DiskRef, Losses, VmSpec
@@ -173,8 +172,6 @@ class FileDisk:
 
 
 def disk_writer(path: Path, fmt: DiskFormat, virtual_size: int) -> DiskWriter:
-    if fmt == "qcow2":
-        return QemuWriter(path, virtual_size)
     return FileDisk(path, fmt, virtual_size)
 
 
@@ -286,42 +283,12 @@ def to_ova(
         check_space(out.parent, needed_bytes(readers, disk_format), f"the OVA of {spec.name}")
         members = write_ova(
             spec, readers, out, disk_format=disk_format, version=version, losses=losses,
-            progress=progress, open_writer=lambda f, fmt, size: member_writer(f, fmt, size, out),
+            progress=progress,
         )  # fmt: skip
     size = out.stat().st_size
     result = MotionResult("to-ova", spec.name, [str(out)], losses, time.monotonic() - start, size)
     result.notes = [f"member {m.name}: {m.size} bytes" for m in members]
     return result
-
-
-def member_writer(out: BinaryIO, fmt: DiskFormat, virtual_size: int, beside: Path) -> DiskWriter:
-    """A writer into an OVA member. qcow2 is the one format xenkit writes through
-    qemu-nbd, which needs a file of its own: it is made beside the OVA (as sparse as
-    the data) and copied into the member when finished."""
-    if fmt != "qcow2":
-        return open_writer(out, fmt, virtual_size)
-    return Qcow2Member(out, virtual_size, beside.with_name(f".{beside.name}.qcow2.tmp"))
-
-
-class Qcow2Member:
-    def __init__(self, out: BinaryIO, virtual_size: int, scratch: Path) -> None:
-        self._out = out
-        self._scratch = scratch
-        scratch.unlink(missing_ok=True)
-        self._writer = QemuWriter(scratch, virtual_size)
-
-    def write(self, offset: int, data: bytes) -> None:
-        self._writer.write(offset, data)
-
-    def finish(self) -> int:
-        try:
-            self._writer.finish()
-            with self._scratch.open("rb") as image:
-                while chunk := image.read(CHUNK):
-                    self._out.write(chunk)
-            return self._scratch.stat().st_size
-        finally:
-            self._scratch.unlink(missing_ok=True)
 
 
 def from_ova(

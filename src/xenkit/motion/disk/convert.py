@@ -65,7 +65,9 @@ from xenkit.motion.disk.base import (
     is_zero,
     no_progress,
 )
-from xenkit.motion.disk.qemu import QemuReader, QemuWriter, open_qcow2
+from xenkit.motion.disk.qcow2 import Qcow2Writer
+from xenkit.motion.disk.qcow2 import output_size as qcow2_output_size
+from xenkit.motion.disk.qemu import QemuReader, open_qcow2
 from xenkit.motion.disk.raw import RawReader, RawWriter, allocated
 from xenkit.motion.disk.vhd import BLOCK, COOKIE, VhdReader, VhdWriter
 from xenkit.motion.disk.vmdk import GRAIN, GT_SPAN, MAGIC, VmdkReader, VmdkWriter
@@ -143,10 +145,7 @@ def open_writer(
     if fmt == "vmdk":
         return VmdkWriter(out, virtual_size, name=name)
     if fmt == "qcow2":
-        raise UsageError(
-            "a qcow2 image is written through qemu-nbd into a file of its own, not into a stream",
-            hint="use QemuWriter(path, virtual_size), or convert() with a path",
-        )
+        return Qcow2Writer(out, virtual_size)
     raise UsageError(f"unknown disk format {fmt!r}", hint=f"use one of: {', '.join(FORMATS)}")
 
 
@@ -157,6 +156,8 @@ def _resume_writer(
         return RawWriter(out, virtual_size)
     if fmt == "vhd":
         return VhdWriter.resume(out, virtual_size, checkpoint)
+    if fmt == "qcow2":
+        return Qcow2Writer.resume(out, virtual_size, checkpoint)
     return VmdkWriter.resume(out, virtual_size, checkpoint)
 
 
@@ -379,8 +380,7 @@ def estimate_output(fmt: DiskFormat, virtual_size: int, allocation: Iterator[Ext
     if fmt == "vmdk":
         tables = -(-virtual_size // GT_SPAN)
         return units * (GRAIN + 512) + tables * (4 * 512 + 512) + 4 * tables + 128 * 1024
-    clusters = -(-virtual_size // unit)
-    return units * unit + clusters * 8 + units * 2 + MiB
+    return qcow2_output_size(units, virtual_size)
 
 
 def disk_free(directory: Path) -> int:
@@ -698,9 +698,7 @@ class _Conversion:
             verified=verify,
         )
 
-    def _writer(self, journal: Journal | None) -> tuple[BinaryIO | None, ResumableWriter]:
-        if self.fmt == "qcow2":
-            return None, QemuWriter(self.part, self.size, "qcow2", create=journal is None)
+    def _writer(self, journal: Journal | None) -> tuple[BinaryIO, ResumableWriter]:
         raw = self.fmt == "raw"
         out: BinaryIO = _Watched(io.FileIO(self.part, "r+")) if raw else self.part.open("r+b")
         try:
@@ -724,7 +722,7 @@ class _Conversion:
     def _copy(
         self,
         writer: ResumableWriter,
-        out: BinaryIO | None,
+        out: BinaryIO,
         fd: int,
         digest: ContentDigest,
         start: int,
@@ -742,8 +740,7 @@ class _Conversion:
             nonlocal mark, flushed
             if at < self.size and digest.data_bytes - mark >= self.checkpoint_every:
                 checkpoint = writer.checkpoint(at)
-                if out is not None:
-                    out.flush()
+                out.flush()
                 os.fsync(fd)
                 self._journal("copy", checkpoint, digest.before(at)).save(self.journal_path)
                 mark = flushed = digest.data_bytes
@@ -757,8 +754,7 @@ class _Conversion:
             if digest.data_bytes - flushed >= WRITEBACK_EVERY and (
                 pending is None or pending.done()
             ):
-                if out is not None:
-                    out.flush()
+                out.flush()
                 pending = writeback.submit(os.fdatasync, fd)
                 flushed = digest.data_bytes
             progress(done if readback is None else done + readback.done, overall)

@@ -107,14 +107,8 @@ def write_ova(
     """Write ``spec`` as an OVA whose disks are read from ``disks`` (matched to
     ``spec.disks`` by vdev; CD images go in raw, as ISO) and converted to
     ``disk_format`` (streamOptimized VMDK by default, which VMware and
-    VirtualBox import) or VHD; qcow2 is refused, having no stream writer. The
-    readers are left open. Returns the members written, in order."""
-    if open_writer is None and disk_format == "qcow2":
-        raise UsageError(
-            "a qcow2 disk cannot be streamed into an OVA member: xenkit writes qcow2 through "
-            "qemu-nbd into a file of its own",
-            hint="use --disk-format vmdk (VMware, VirtualBox) or vhd (XenServer, XCP-ng)",
-        )
+    VirtualBox import), VHD or qcow2. The readers are left open. Returns the
+    members written, in order."""
     factory = open_writer or _default_writer_factory()
     base = _member_base(out_path)
     planned = _plan(spec, disks, base, disk_format)
