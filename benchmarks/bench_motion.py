@@ -66,13 +66,18 @@ def sparse_ish(path: Path, size: int, data_fraction: float = 0.3, seed: int = 5)
 INSTALLED = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def timed(argv: list[str]) -> float:
-    """Seconds ``argv`` took, started with nothing dirty in the page cache: no run pays
-    for the writeback of the one before."""
+def timed(*argvs: list[str]) -> list[float]:
+    """Seconds from the start to the end of each of ``argvs``, run one after the other,
+    started with nothing dirty in the page cache: no run pays for the writeback of
+    the one before. (Only before the first: a ``sync`` after ``qemu-img`` must find
+    its output still to be written.)"""
     os.sync()
     start = time.monotonic()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=INSTALLED)
-    return time.monotonic() - start
+    ends = []
+    for argv in argvs:
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=INSTALLED)
+        ends.append(time.monotonic() - start)
+    return ends
 
 
 def xenkit_convert(src: Path, src_fmt: str, dst: Path, dst_fmt: str, *, verify: bool) -> float:
@@ -80,7 +85,7 @@ def xenkit_convert(src: Path, src_fmt: str, dst: Path, dst_fmt: str, *, verify: 
         "import sys; from xenkit.motion.disk.convert import convert; "
         f"convert(sys.argv[1], {src_fmt!r}, sys.argv[2], {dst_fmt!r}, verify={verify})"
     )
-    return timed([sys.executable, "-c", code, str(src), str(dst)])
+    return timed([sys.executable, "-c", code, str(src), str(dst)])[0]
 
 
 def peak_rss_mib(code: str, *args: str) -> float:
@@ -123,8 +128,9 @@ def _measure(tmp: Path) -> dict[str, Any]:
                 which = (i + k) % 3
                 out = tmp / f"run{i}-{which}.{dst_fmt}"
                 if which == 0:
-                    cached.append(timed([*argv, str(src), str(out)]))
-                    ref.append(cached[-1] + timed(["sync", str(out)]))
+                    alone, durable = timed([*argv, str(src), str(out)], ["sync", str(out)])
+                    cached.append(alone)
+                    ref.append(durable)
                 else:
                     verify = which == 1
                     took = xenkit_convert(src, src_fmt, out, dst_fmt, verify=verify)
@@ -147,13 +153,13 @@ def _measure(tmp: Path) -> dict[str, Any]:
     cfg.write_text(f'name = "bench"\ndisk = [ "format=raw,vdev=xvda,target={raw}" ]\n')
     sha, xva = [], []
     for i in range(ROUNDS):
-        sha.append(timed(["sha1sum", str(raw)]))
+        sha.append(timed(["sha1sum", str(raw)])[0])
         out = tmp / f"b{i}.xva"
         code = (
             "import sys; from pathlib import Path; from xenkit.motion.jobs import to_xva; "
             "to_xva(Path(sys.argv[1]), Path(sys.argv[2]))"
         )
-        xva.append(timed([sys.executable, "-c", code, str(cfg), str(out)]))
+        xva.append(timed([sys.executable, "-c", code, str(cfg), str(out)])[0])
         out.unlink()
     xva_ratio = statistics.median(sha) / statistics.median(xva)
 

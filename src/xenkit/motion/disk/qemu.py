@@ -36,7 +36,7 @@ from pathlib import Path
 
 from xenkit.core.errors import MissingTool, OperationFailed, UsageError
 from xenkit.motion.disk.base import CHUNK, ClosedOnExit, CorruptImage, Extent
-from xenkit.motion.disk.raw import merged
+from xenkit.motion.disk.raw import merged, table_extents
 
 NBDMAGIC = 0x4E42444D41474943
 IHAVEOPT = 0x49484156454F5054
@@ -674,31 +674,21 @@ class Qcow2Reader:
         return self.extents()
 
     def extents(self) -> Iterator[Extent]:
-        """Runs of clusters alike, straight from the tables: an object per cluster
-        (32768 for 2 GiB) cost more than reading the data back."""
-        span = self._cluster * self._entries
         v3 = self.header.version == 3
-        run_at, run_zero = 0, True
-        for index in range(len(self._l1)):
-            start = index * span
-            table = self._l2_table(index)
-            if table is None:
-                if not run_zero:
-                    yield Extent(run_at, start - run_at, False)
-                    run_at, run_zero = start, True
-                continue
-            at = start
-            for entry in table[: -(-(self._size - start) // self._cluster)]:
-                zero = not entry & _L2_COMPRESSED and (
+
+        def zeros(table: array[int]) -> Iterator[bool]:
+            for entry in table:
+                yield not entry & _L2_COMPRESSED and (
                     not entry & _L2_OFFSET or (v3 and bool(entry & _L2_ZERO))
                 )
-                if zero != run_zero:
-                    if at > run_at:
-                        yield Extent(run_at, at - run_at, run_zero)
-                    run_at, run_zero = at, zero
-                at += self._cluster
-        if run_at < self._size:
-            yield Extent(run_at, self._size - run_at, run_zero)
+
+        tables = (self._l2_table(index) for index in range(len(self._l1)))
+        return table_extents(
+            (None if t is None else zeros(t) for t in tables),
+            self._cluster * self._entries,
+            self._cluster,
+            self._size,
+        )
 
     def read(self, offset: int, length: int) -> bytes:
         if offset + length > self._size:

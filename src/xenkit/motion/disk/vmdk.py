@@ -33,7 +33,7 @@ from typing import BinaryIO, Literal
 
 from xenkit.core.errors import UsageError
 from xenkit.motion.disk.base import SECTOR, Checkpoint, ClosedOnExit, CorruptImage, Extent, is_zero
-from xenkit.motion.disk.raw import merged
+from xenkit.motion.disk.raw import table_extents
 
 MAGIC = b"KDMV"
 GD_AT_END = 0xFFFFFFFFFFFFFFFF
@@ -369,23 +369,18 @@ class VmdkReader(ClosedOnExit):
         return self.extents()
 
     def extents(self) -> Iterator[Extent]:
-        return merged(self._grain_extents())
+        zeroed = self._zeroed_gte
 
-    def _grain_extents(self) -> Iterator[Extent]:
-        gtes, grain, size = self.header.gtes_per_gt, self._grain, self._size
-        for index, sector in enumerate(self._gd):
-            start = index * self._span
-            if sector == 0:
-                yield Extent(start, min(self._span, size - start), True)
-                continue
-            table = self._table(index)
-            for slot in range(gtes):
-                at = start + slot * grain
-                if at >= size:
-                    return
-                entry = table[slot]
-                zero = entry == 0 or (entry == 1 and self._zeroed_gte)
-                yield Extent(at, min(grain, size - at), zero)
+        def zeros(table: array[int]) -> Iterator[bool]:
+            for entry in table:
+                yield entry == 0 or (entry == 1 and zeroed)
+
+        return table_extents(
+            (None if sector == 0 else zeros(self._table(i)) for i, sector in enumerate(self._gd)),
+            self._span,
+            self._grain,
+            self._size,
+        )
 
     def read(self, offset: int, length: int) -> bytes:
         if offset + length > self._size:
@@ -423,7 +418,15 @@ class VmdkReader(ClosedOnExit):
         if len(jobs) > 1 and self._threads > 1:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._threads, "vmdk-inflate")
-            inflated = list(self._pool.map(lambda job: self._inflated(*job[1:]), jobs))
+            share = -(-len(jobs) // self._threads)  # a task per thread, not per grain
+            batches = [jobs[i : i + share] for i in range(0, len(jobs), share)]
+            inflated = [
+                data
+                for batch in self._pool.map(
+                    lambda batch: [self._inflated(*job[1:]) for job in batch], batches
+                )
+                for data in batch
+            ]
         else:
             inflated = [self._inflated(*job[1:]) for job in jobs]
         for (slot, *_), data in zip(jobs, inflated, strict=True):
