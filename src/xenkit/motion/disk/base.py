@@ -10,9 +10,11 @@ extents, which are cheap: they come from the image's own allocation map.
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol, Self
+from typing import BinaryIO, Literal, Protocol, Self
 
 from xenkit.core.errors import UsageError
 
@@ -82,6 +84,37 @@ def is_zero(data: bytes | bytearray | memoryview) -> bool:
     if n <= CHUNK:
         return data == _ZEROS if n == CHUNK else data == bytes(n)
     return all(data[i : i + CHUNK] == _ZEROS[: n - i] for i in range(0, n, CHUNK))
+
+
+def forward(done: int, offset: int, length: int, size: int) -> int:
+    """The new ``done`` after a write of ``length`` bytes at ``offset``. Writers
+    lay the output down front to back, so a write that goes back or past the end
+    is the caller's bug, and refused before anything is written."""
+    if offset < done:
+        raise ValueError(f"write at {offset} goes back before {done}")
+    if offset + length > size:
+        raise ValueError(f"write at {offset}+{length} is past the end ({size})")
+    return offset + length
+
+
+ByteOrder = Literal["big", "little"]
+
+
+def table_from(raw: bytes, typecode: str, order: ByteOrder) -> array[int]:
+    """An on-disk table of integers (a BAT, an L1, a grain directory) as an array
+    in this machine's order; one C pass, not an unpack per entry."""
+    table = array(typecode, raw)
+    if sys.byteorder != order:
+        table.byteswap()
+    return table
+
+
+def table_bytes(table: array[int], order: ByteOrder) -> bytes:
+    """``table`` as the format stores it; ``table`` itself is left as it is."""
+    if sys.byteorder != order:
+        table = array(table.typecode, table)
+        table.byteswap()
+    return table.tobytes()
 
 
 class CorruptImage(UsageError):

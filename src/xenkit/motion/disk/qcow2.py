@@ -24,11 +24,18 @@ checkpoint writes the L2 and L1 tables so a resumed write finds where the data i
 from __future__ import annotations
 
 import struct
-import sys
 from array import array
 from typing import BinaryIO
 
-from xenkit.motion.disk.base import SECTOR, Checkpoint, CorruptImage, is_zero
+from xenkit.motion.disk.base import (
+    SECTOR,
+    Checkpoint,
+    CorruptImage,
+    forward,
+    is_zero,
+    table_bytes,
+    table_from,
+)
 
 CLUSTER_BITS = 16
 CLUSTER = 1 << CLUSTER_BITS
@@ -49,20 +56,6 @@ _OFFSET = 0x00FFFFFFFFFFFE00
 
 def _clusters(n: int) -> int:
     return -(-n // CLUSTER)
-
-
-def _big_endian(table: array[int]) -> bytes:
-    if sys.byteorder == "little":
-        table = array(table.typecode, table)
-        table.byteswap()
-    return table.tobytes()
-
-
-def _table(raw: bytes) -> array[int]:
-    table = array("Q", raw)
-    if sys.byteorder == "little":
-        table.byteswap()
-    return table
 
 
 def layout(virtual_size: int) -> tuple[int, int, int]:
@@ -114,7 +107,7 @@ class Qcow2Writer:
             if out.read(len(_MAGIC)) != _MAGIC:
                 raise CorruptImage("the partial qcow2 has no qcow2 header", hint="start over")
             out.seek(self._l1_offset)
-            self._l1 = _table(out.read(l1_entries * 8))
+            self._l1 = table_from(out.read(l1_entries * 8), "Q", "big")
             next_ = _resume.state.get("next")
             if not isinstance(next_, int) or next_ % CLUSTER:
                 raise ValueError(f"checkpoint state 'next' is {next_!r}, not a cluster offset")
@@ -151,12 +144,12 @@ class Qcow2Writer:
 
     def _write_l1(self) -> None:
         self._out.seek(self._l1_offset)
-        self._out.write(_big_endian(self._l1))
+        self._out.write(table_bytes(self._l1, "big"))
 
     def _store_l2(self) -> None:
         if self._l2 is not None:
             self._out.seek(self._l1[self._l2_index] & _OFFSET)
-            self._out.write(_big_endian(self._l2))
+            self._out.write(table_bytes(self._l2, "big"))
 
     def _l2_for(self, index: int) -> array[int]:
         """The L2 table of range ``index``, allocated (at the file's end) if new."""
@@ -166,7 +159,7 @@ class Qcow2Writer:
         entry = self._l1[index] & _OFFSET
         if entry:
             self._out.seek(entry)
-            table = _table(self._out.read(CLUSTER))
+            table = table_from(self._out.read(CLUSTER), "Q", "big")
         else:
             table = array("Q", [0]) * L2_ENTRIES
             self._l1[index] = self._next | COPIED
@@ -175,11 +168,7 @@ class Qcow2Writer:
         return table
 
     def write(self, offset: int, data: bytes) -> None:
-        if offset < self._done:
-            raise ValueError(f"write at {offset} goes back before {self._done}")
-        if offset + len(data) > self._size:
-            raise ValueError(f"write at {offset}+{len(data)} is past the end ({self._size})")
-        self._done = offset + len(data)
+        self._done = forward(self._done, offset, len(data), self._size)
         view = memoryview(data)
         run_host, run_start, run_end = -1, 0, 0
         at = 0
@@ -230,7 +219,7 @@ class Qcow2Writer:
             raise AssertionError("the refcount table was sized too small")
         reftable = array("Q", [self._next + i * CLUSTER for i in range(refblocks)])
         self._out.seek(CLUSTER)
-        self._out.write(_big_endian(reftable))
+        self._out.write(table_bytes(reftable, "big"))
         one = b"\x00\x01"
         self._out.seek(self._next)
         for block in range(refblocks):

@@ -24,7 +24,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 import zlib
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xenkit.core.errors import MissingTool, OperationFailed, UsageError
-from xenkit.motion.disk.base import CHUNK, ClosedOnExit, CorruptImage, Extent
+from xenkit.motion.disk.base import CHUNK, ClosedOnExit, CorruptImage, Extent, table_from
 from xenkit.motion.disk.raw import merged, table_extents
 
 NBDMAGIC = 0x4E42444D41474943
@@ -634,10 +633,7 @@ class Qcow2Reader:
             raise
 
     def _table(self, offset: int, entries: int) -> array[int]:
-        table = array("Q", os.pread(self._fd, entries * 8, offset))
-        if sys.byteorder == "little":
-            table.byteswap()
-        return table
+        return table_from(os.pread(self._fd, entries * 8, offset), "Q", "big")
 
     @property
     def virtual_size(self) -> int:

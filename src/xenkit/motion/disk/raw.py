@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from xenkit.core.errors import OperationFailed, UsageError
-from xenkit.motion.disk.base import CHUNK, Checkpoint, ClosedOnExit, Extent, is_zero
+from xenkit.motion.disk.base import CHUNK, Checkpoint, ClosedOnExit, Extent, forward, is_zero
 
 SPARSE_BLOCK = 64 * 1024
 """The smallest run of zeros the writer leaves as a hole (a qcow2 cluster)."""
@@ -207,11 +207,7 @@ class RawWriter:
         self._written_to = 0
 
     def write(self, offset: int, data: bytes) -> None:
-        if offset < self._done:
-            raise ValueError(f"write at {offset} goes back before {self._done}")
-        if offset + len(data) > self._size:
-            raise ValueError(f"write at {offset}+{len(data)} is past the end ({self._size})")
-        self._done = offset + len(data)
+        self._done = forward(self._done, offset, len(data), self._size)
         if len(data) <= SPARSE_BLOCK:
             if not is_zero(data):
                 self._put(offset, data)

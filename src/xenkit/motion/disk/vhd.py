@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import os
 import struct
-import sys
 import time
 import uuid as uuidlib
 from array import array
@@ -39,7 +38,10 @@ from xenkit.motion.disk.base import (
     CorruptImage,
     Extent,
     MiB,
+    forward,
     is_zero,
+    table_bytes,
+    table_from,
 )
 from xenkit.motion.disk.raw import allocated, merged
 
@@ -223,14 +225,6 @@ def _bat_bytes(entries: int) -> int:
     return -(-entries * 4 // SECTOR) * SECTOR
 
 
-def _big_endian(bat: array[int]) -> bytes:
-    if sys.byteorder == "little":
-        swapped = array("I", bat)
-        swapped.byteswap()
-        return swapped.tobytes()
-    return bat.tobytes()
-
-
 class _File:
     """Positioned reads from a file object, which may be a window in a tar file."""
 
@@ -329,9 +323,7 @@ class VhdReader(ClosedOnExit):
             )
         if header.table_offset + entries * 4 > length:
             raise CorruptImage(f"{name}: the VHD's BAT runs past the end of the file")
-        bat = array("I", self._file.pread(header.table_offset, entries * 4))
-        if sys.byteorder == "little":
-            bat.byteswap()
+        bat = table_from(self._file.pread(header.table_offset, entries * 4), "I", "big")
         used = [e for e in bat if e != UNUSED]
         if used:
             last = max(used) * SECTOR + self._bitmap_bytes + header.block_size
@@ -507,10 +499,7 @@ class VhdWriter:
         else:
             head = _File(out, "the partial VHD")
             self.footer = Footer.unpack(head.pread(0, SECTOR), "the partial VHD")
-            bat = array("I", head.pread(_BAT_AT, entries * 4))
-            if sys.byteorder == "little":
-                bat.byteswap()
-            self._bat = bat
+            self._bat = table_from(head.pread(_BAT_AT, entries * 4), "I", "big")
             self._next = state_int(_resume.state, "next")
             self._done = _resume.virtual
 
@@ -528,15 +517,11 @@ class VhdWriter:
 
     def _write_bat(self) -> None:
         self._out.seek(_BAT_AT)
-        raw = _big_endian(self._bat)
+        raw = table_bytes(self._bat, "big")
         self._out.write(raw + b"\xff" * (_bat_bytes(len(self._bat)) - len(raw)))
 
     def write(self, offset: int, data: bytes) -> None:
-        if offset < self._done:
-            raise ValueError(f"write at {offset} goes back before {self._done}")
-        if offset + len(data) > self._size:
-            raise ValueError(f"write at {offset}+{len(data)} is past the end ({self._size})")
-        self._done = offset + len(data)
+        self._done = forward(self._done, offset, len(data), self._size)
         view = memoryview(data)
         while view:
             index, within = divmod(offset, BLOCK)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import random
 import struct
-import sys
 import uuid as uuidlib
 import zlib
 from array import array
@@ -32,7 +31,17 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from xenkit.core.errors import UsageError
-from xenkit.motion.disk.base import SECTOR, Checkpoint, ClosedOnExit, CorruptImage, Extent, is_zero
+from xenkit.motion.disk.base import (
+    SECTOR,
+    Checkpoint,
+    ClosedOnExit,
+    CorruptImage,
+    Extent,
+    forward,
+    is_zero,
+    table_bytes,
+    table_from,
+)
 from xenkit.motion.disk.raw import table_extents
 
 MAGIC = b"KDMV"
@@ -209,13 +218,6 @@ def _inflate(data: bytes) -> bytes:
         return zlib.decompress(data, -zlib.MAX_WBITS)
 
 
-def _le_u32(raw: bytes) -> array[int]:
-    table = array("I", raw)
-    if sys.byteorder == "big":
-        table.byteswap()
-    return table
-
-
 class VmdkReader(ClosedOnExit):
     """A VMDK sparse extent in ``f`` (a file, or a window inside an OVA)."""
 
@@ -246,7 +248,7 @@ class VmdkReader(ClosedOnExit):
                 f"({self._length} bytes)",
                 hint="the image was cut short; copy it again from its source",
             )
-        self._gd = _le_u32(self._pread(at, entries * 4))
+        self._gd = table_from(self._pread(at, entries * 4), "I", "little")
         self._tables: dict[int, array[int]] = {}
         self._last: tuple[int, bytes] | None = None
         self._threads = threads
@@ -346,7 +348,7 @@ class VmdkReader(ClosedOnExit):
                     f"{self.name}: VMDK grain table {index} at sector {sector} is past the end",
                     hint="the image was cut short; copy it again from its source",
                 )
-            table = _le_u32(raw)
+            table = table_from(raw, "I", "little")
             last = max(table)
             if last * SECTOR >= self._length:
                 raise CorruptImage(
@@ -546,11 +548,7 @@ class VmdkWriter:
         return cls(out, virtual_size, _resume=checkpoint)
 
     def write(self, offset: int, data: bytes) -> None:
-        if offset < self._done:
-            raise ValueError(f"write at {offset} goes back before {self._done}")
-        if offset + len(data) > self._size:
-            raise ValueError(f"write at {offset}+{len(data)} is past the end ({self._size})")
-        self._done = offset + len(data)
+        self._done = forward(self._done, offset, len(data), self._size)
         view = memoryview(data)
         while view:
             grain, within = divmod(offset, GRAIN)
@@ -608,7 +606,7 @@ class VmdkWriter:
     def _close_table(self) -> None:
         if not any(self._gt):
             return
-        table = _le_bytes(self._gt)
+        table = table_bytes(self._gt, "little")
         self._out.write(marker(len(table) // SECTOR, MARKER_GT))
         self._out.write(table)
         self._gd[self._gt_index] = self._pos // SECTOR + 1
@@ -629,7 +627,7 @@ class VmdkWriter:
     def finish(self) -> int:
         self._drain()
         self._close_table()
-        gd = _le_bytes(self._gd)
+        gd = table_bytes(self._gd, "little")
         gd += bytes(-len(gd) % SECTOR)
         self._out.write(marker(len(gd) // SECTOR, MARKER_GD))
         gd_sector = self._pos // SECTOR + 1
@@ -650,13 +648,6 @@ class VmdkWriter:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._pending.clear()
-
-
-def _le_bytes(table: array[int]) -> bytes:
-    if sys.byteorder == "big":
-        table = array("I", table)
-        table.byteswap()
-    return table.tobytes()
 
 
 def check_size(virtual_size: int) -> None:
