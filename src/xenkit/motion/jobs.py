@@ -171,10 +171,6 @@ class FileDisk:
         return size
 
 
-def disk_writer(path: Path, fmt: DiskFormat, virtual_size: int) -> DiskWriter:
-    return FileDisk(path, fmt, virtual_size)
-
-
 def write_config(outs: Outputs, directory: Path, spec: VmSpec, source: str) -> Path:
     cfg = directory / f"{spec.name}.cfg"
     part = outs.new(cfg)
@@ -246,7 +242,7 @@ def from_xva(
             return dataclasses.replace(d, path=str(final), format=disk_format)
 
         def sink_for(d: DiskRef) -> DiskWriter:
-            return disk_writer(outs.new(Path(d.path)), disk_format, d.virtual_size)
+            return FileDisk(outs.new(Path(d.path)), disk_format, d.virtual_size)
 
         with src.open("rb") as f:
             spec = read_xva(f, sink_for=sink_for, losses=losses, progress=progress, place=place)
@@ -314,7 +310,7 @@ def from_ova(
             part = outs.new(final)
             reader = _stream_reader(disk, stream)
             size = reader.virtual_size if reader is not None else disk.virtual_size
-            writer = disk_writer(part, disk_format, size)
+            writer = FileDisk(part, disk_format, size)
             try:
                 if reader is not None:
                     copy(reader, writer, progress=progress)

@@ -387,11 +387,19 @@ class QemuNbd:
         return self._proc.poll() is not None
 
 
-class _Served:
-    """A qemu-nbd and our connection to it: starting it, connecting, and letting
-    both go on close whatever happened."""
+class QemuReader(ClosedOnExit):
+    """An image qemu understands, read through qemu-nbd (read-only).
 
-    def __init__(self, path: str | Path, fmt: str) -> None:
+    ``fmt`` is ours (raw, qcow2, vhd, vmdk) or any qemu format name. Reads are
+    answered ahead: once the map is known, the next ``READ_AHEAD`` chunks of data
+    (cut the way ``convert.copy`` cuts them) are asked for before they are read,
+    so qemu-nbd decodes while we write."""
+
+    READ_AHEAD = 8
+
+    def __init__(self, path: str | Path, fmt: str = "qcow2") -> None:
+        if not Path(path).exists():
+            raise UsageError(f"{path} does not exist", hint="check the image's path")
         self.path = Path(path)
         self.fmt = fmt
         self._server = QemuNbd(self.path, fmt)
@@ -403,6 +411,9 @@ class _Served:
             raise
         self._server.unlink_socket()
         self._closed = False
+        self._data: deque[list[int]] = deque()
+        self._ahead: dict[tuple[int, int], int] = {}
+        self._plan = 0
 
     def _connect(self) -> NbdClient:
         """Connect, retrying while qemu-nbd has bound its socket but does not
@@ -434,31 +445,13 @@ class _Served:
         if self._closed:
             return
         self._closed = True
+        self._ahead.clear()
         try:
             self._nbd.disconnect()
         except (OSError, NbdError):
             self._nbd.abort()
         finally:
             self._server.stop()
-
-
-class QemuReader(_Served, ClosedOnExit):
-    """An image qemu understands, read through qemu-nbd (read-only).
-
-    ``fmt`` is ours (raw, qcow2, vhd, vmdk) or any qemu format name. Reads are
-    answered ahead: once the map is known, the next ``READ_AHEAD`` chunks of data
-    (cut the way ``convert.copy`` cuts them) are asked for before they are read,
-    so qemu-nbd decodes while we write."""
-
-    READ_AHEAD = 8
-
-    def __init__(self, path: str | Path, fmt: str = "qcow2") -> None:
-        if not Path(path).exists():
-            raise UsageError(f"{path} does not exist", hint="check the image's path")
-        super().__init__(path, fmt)
-        self._data: deque[list[int]] = deque()
-        self._ahead: dict[tuple[int, int], int] = {}
-        self._plan = 0
 
     @property
     def virtual_size(self) -> int:
@@ -526,10 +519,6 @@ class QemuReader(_Served, ClosedOnExit):
             end = min(self._data[0][1], (start // CHUNK + 1) * CHUNK)
             self._ahead[(start, end - start)] = self._nbd.submit(CMD_READ, start, end - start)
             self._plan = end
-
-    def close(self) -> None:
-        self._ahead.clear()
-        super().close()
 
 
 QCOW2_MAGIC = b"QFI\xfb"
