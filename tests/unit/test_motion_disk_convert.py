@@ -15,11 +15,12 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
-from typing import TypedDict
+from typing import TypedDict, cast
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -296,6 +297,36 @@ def test_verification_catches_a_writer_that_got_it_wrong(
     with pytest.raises(OperationFailed, match=r"verification failed: .* bytes 0\.\.7341568"):
         convert(sources["raw"], "raw", dst, "vhd")
     assert leftovers(dst) == []
+
+
+@pytest.mark.parametrize("dst_fmt", ["qcow2", "vhd", "vmdk"])
+def test_a_finished_image_is_read_back_while_the_fsync_waits(
+    tmp_path: Path, sources: dict[str, Path], monkeypatch: pytest.MonkeyPatch, dst_fmt: str
+) -> None:
+    """The final fsync is held until the output has been opened for its read-back
+    (or 5 s): a read-back that waited for the fsync would leave it at 5 s."""
+    opened = threading.Event()
+    held_for: list[float] = []
+    real_open, real_fsync = convert_module.open_reader, os.fsync
+
+    def open_reader(path: str | Path, fmt: DiskFormat | None = None) -> object:
+        if str(path).endswith(".part"):
+            opened.set()
+        return real_open(path, fmt)
+
+    def fsync(fd: int) -> None:
+        if Path(f"/proc/self/fd/{fd}").readlink().name.endswith(".part"):
+            started = time.monotonic()
+            opened.wait(5)
+            held_for.append(time.monotonic() - started)
+        real_fsync(fd)
+
+    monkeypatch.setattr(convert_module, "open_reader", open_reader)
+    monkeypatch.setattr(convert_module.os, "fsync", fsync)
+    dst = tmp_path / f"out.{dst_fmt}"
+    convert(sources["raw"], "raw", dst, cast(DiskFormat, dst_fmt))
+    assert held_for and max(held_for) < 5
+    assert identical(sources["raw"], "raw", dst, dst_fmt)
 
 
 def test_a_raw_output_is_read_back_segment_by_segment_as_it_is_written(

@@ -10,7 +10,8 @@ verified. Any failure removes the partial output; an interruption keeps it for
 the next run.
 
 A VHD, VMDK or qcow2 output is read back through the format's reader once it is
-finished (their tables are written last). A raw output's bytes are final once
+finished (their tables are written last), on a worker thread while the fsync
+waits for the disk. A raw output's bytes are final once
 written, so it is read back segment by segment on a worker thread while the copy
 goes on, straight from the file (its holes are zeros, not read): by the time the
 copy is done, so is most of the verification. A write below what was already
@@ -621,6 +622,8 @@ class _Conversion:
         out: BinaryIO | None = None
         watched: _Watched | None = None
         readback: _ReadBack | None = None
+        checking: ThreadPoolExecutor | None = None
+        reading: Future[dict[int, str]] | None = None
         try:
             if verify and self.fmt == "raw":
                 readback = _ReadBack(self.part, self.size, self.segment, self.algorithm)
@@ -652,6 +655,11 @@ class _Conversion:
                     readback.upto(self.size)  # read on while the fsync waits for the disk
                     if watched is not None and watched.touched is not None:
                         readback.again(watched.touched)
+                elif verify:
+                    # Read the finished image back while the fsync waits for the disk:
+                    # both see the same page cache, so the result is the same.
+                    checking = ThreadPoolExecutor(1, "verify")
+                    reading = checking.submit(self._read_back, progress, total)
                 os.fsync(fd)
                 done = Checkpoint(self.size, None)
                 self._journal("written", done, segments).save(self.journal_path)
@@ -668,7 +676,8 @@ class _Conversion:
                 self._check_length(os.fstat(fd).st_size)
                 self._compare(got, expected.segments)
             elif verify:
-                self._verify(expected, progress, total)
+                got = self._read_back(progress, total) if reading is None else reading.result()
+                self._compare(got, expected.segments)
             self._into_place()
         except _Kept:
             raise
@@ -688,6 +697,8 @@ class _Conversion:
         finally:
             if readback is not None:
                 readback.close()
+            if checking is not None:
+                checking.shutdown(wait=True, cancel_futures=True)
         return ConvertResult(
             path=self.dst,
             format=self.fmt,
@@ -791,8 +802,8 @@ class _Conversion:
                     "and convert again (if it happens again, it is a bug in xenkit)",
                 )
 
-    def _verify(self, expected: ContentDigest, progress: Progress, total: int) -> None:
-        """Read the finished output back through its format's reader."""
+    def _read_back(self, progress: Progress, total: int) -> dict[int, str]:
+        """The digests of the finished output, read back through its format's reader."""
         reader = open_reader(self.part, self.fmt)
         try:
             self._check_length(reader.virtual_size)
@@ -809,7 +820,7 @@ class _Conversion:
                 got.close()
         finally:
             reader.close()
-        self._compare(got.segments, expected.segments)
+        return got.segments
 
     def _into_place(self) -> None:
         """Link ``.part`` to the destination (which must still not exist), then
