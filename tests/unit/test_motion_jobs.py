@@ -7,11 +7,14 @@ import io
 import json
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from xenkit.cli.main import main
+from xenkit.motion.disk.qemu import Qcow2Reader
+from xenkit.motion.jobs import Qcow2FromStream, _qcow2_member
 
 
 def cli(*args: str) -> tuple[int, dict[str, object]]:
@@ -143,3 +146,42 @@ def test_an_ova_with_vhd_or_qcow2_disks(vm: Path, tmp_path: Path, disk_format: s
     assert rc == 0, back
     assert compare(tmp_path / "a.qcow2", tmp_path / "back" / "hda.img")
     assert compare(tmp_path / "b.img", tmp_path / "back" / "hdb.img")
+
+
+def test_a_qcow2_member_is_read_where_it_is(
+    vm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "box.ova"
+    rc, made = cli("motion", "to-ova", str(vm), "--out", str(out), "--disk-format", "qcow2")
+    assert rc == 0, made
+
+    def no_scratch(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise AssertionError("a scratch copy of the member was made")
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_scratch)
+    rc, back = cli("motion", "from-ova", str(out), "--out", str(tmp_path / "back"))
+    assert rc == 0, back
+    assert compare(tmp_path / "a.qcow2", tmp_path / "back" / "hda.img")
+    assert compare(tmp_path / "b.img", tmp_path / "back" / "hdb.img")
+
+
+def test_a_qcow2_member_only_qemu_reads_goes_through_a_scratch_copy(
+    vm: Path, tmp_path: Path
+) -> None:
+    zstd = tmp_path / "z.qcow2"
+    subprocess.run(["qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type=zstd",
+                    str(tmp_path / "a.qcow2"), str(zstd)], check=True)  # fmt: skip
+    plain = tmp_path / "p.qcow2"
+    subprocess.run(["qemu-img", "convert", "-c", "-O", "qcow2", str(tmp_path / "a.qcow2"),
+                    str(plain)], check=True)  # fmt: skip
+    for image, kind in ((zstd, Qcow2FromStream), (plain, Qcow2Reader)):
+        with image.open("rb") as f:
+            reader = _qcow2_member(f, f"{image.name} in the package")
+            try:
+                assert isinstance(reader, kind)
+                content = reader.read(0, reader.virtual_size)
+            finally:
+                reader.close()
+        assert content[: 1 << 20] == b"\xab" * (1 << 20)
+        assert content[(9 << 20) : (9 << 20) + 65536] == b"\x07" * 65536
+        assert content.count(0) == len(content) - (1 << 20) - 65536

@@ -346,16 +346,28 @@ def _stream_reader(disk: DiskRef, stream: BinaryIO | None) -> DiskReader | None:
     if disk.format == "raw":
         return StreamRawReader(stream)
     if disk.format == "qcow2":
-        return Qcow2FromStream(stream)
+        return _qcow2_member(stream, name)
     raise UsageError(
         f"{disk.path}: {disk.format} disks inside a package are not read here",
         hint="extract it, then convert it with qemu-img convert",
     )
 
 
+def _qcow2_member(stream: BinaryIO, name: str) -> DiskReader:
+    """A qcow2 member read where it is, when xenkit's own reader can read it (what
+    xenkit and qemu-img write); else through qemu, from a scratch copy."""
+    from xenkit.motion.disk.qemu import Qcow2Header, Qcow2Reader
+
+    stream.seek(0)
+    if Qcow2Header.unpack(stream.read(512), name).plain:
+        return Qcow2Reader(stream, name=name)
+    return Qcow2FromStream(stream)
+
+
 class Qcow2FromStream:
-    """A qcow2 member: qemu reads images from files, so the member is copied to a
-    scratch file first (as large as the member, not as the disk)."""
+    """A qcow2 member that only qemu can read (compressed with zstd, say): qemu
+    reads images from files, so the member is copied to a scratch file first (as
+    large as the member, not as the disk)."""
 
     def __init__(self, stream: BinaryIO) -> None:
         import tempfile

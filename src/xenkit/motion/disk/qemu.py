@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from xenkit.core.errors import MissingTool, OperationFailed, UsageError
 from xenkit.motion.disk.base import CHUNK, ClosedOnExit, CorruptImage, Extent, table_from
@@ -587,17 +588,31 @@ class Qcow2Reader:
     """A qcow2 image read directly, the common case made fast: its data clusters
     are where its L2 tables say and are read with ``pread``, runs of adjacent
     clusters at once, compressed ones inflated. ``open_qcow2`` uses it when the
-    header says it can (``Qcow2Header.plain``), qemu-nbd otherwise."""
+    header says it can (``Qcow2Header.plain``), qemu-nbd otherwise.
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    ``image`` is a path or a seekable file object, such as a member of a tar
+    (an OVA) read where it is, with no copy; ``name`` names it in errors."""
+
+    def __init__(self, image: str | Path | BinaryIO, *, name: str | None = None) -> None:
+        self._file: BinaryIO | None = None
+        self._fd = -1
+        self._l2: dict[int, array[int]] = {}
+        if isinstance(image, str | Path):
+            path = name or str(image)
+            try:
+                self._fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError as exc:
+                raise UsageError(f"{image} does not exist", hint="check the image's path") from exc
+        else:
+            path = name or "the qcow2 image"
+            self._file = image
+        self.path = path
         try:
-            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError as exc:
-            raise UsageError(f"{path} does not exist", hint="check the image's path") from exc
-        try:
-            self._length = os.fstat(self._fd).st_size
-            self.header = Qcow2Header.unpack(os.pread(self._fd, 512, 0), str(path))
+            if self._file is None:
+                self._length = os.fstat(self._fd).st_size
+            else:
+                self._length = self._file.seek(0, os.SEEK_END)
+            self.header = Qcow2Header.unpack(self._read_at(0, 512), path)
             if self.header.incompatible & QCOW2_CORRUPT:
                 raise CorruptImage(
                     f"{path}: the qcow2 image is marked corrupt",
@@ -616,13 +631,22 @@ class Qcow2Reader:
                     hint="the image was cut short; copy it again from its source",
                 )
             self._l1 = self._table(self.header.l1_table_offset, need)
-            self._l2: dict[int, array[int]] = {}
         except BaseException:
-            os.close(self._fd)
+            self.close()
             raise
 
+    def _read_at(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes at ``offset`` (fewer at the end), as ``pread``."""
+        if self._file is None:
+            return os.pread(self._fd, length, offset)
+        self._file.seek(offset)
+        data = self._file.read(length)
+        while len(data) < length and (more := self._file.read(length - len(data))):
+            data += more
+        return data
+
     def _table(self, offset: int, entries: int) -> array[int]:
-        return table_from(os.pread(self._fd, entries * 8, offset), "Q", "big")
+        return table_from(self._read_at(offset, entries * 8), "Q", "big")
 
     @property
     def virtual_size(self) -> int:
@@ -705,7 +729,7 @@ class Qcow2Reader:
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def _pread(self, offset: int, length: int) -> bytes:
-        data = os.pread(self._fd, length, offset)
+        data = self._read_at(offset, length)
         if len(data) < length:
             raise CorruptImage(
                 f"{self.path} is truncated: qcow2 data at byte {offset} is past its end",
@@ -717,7 +741,7 @@ class Qcow2Reader:
         shift = 62 - (self.header.cluster_bits - 8)
         host = entry & ((1 << shift) - 1)
         sectors = ((entry & ~_L2_COMPRESSED & ((1 << 62) - 1)) >> shift) + 1
-        raw = os.pread(self._fd, sectors * 512 - (host & 511), host)
+        raw = self._read_at(host, sectors * 512 - (host & 511))
         try:
             data = zlib.decompressobj(-12).decompress(raw, self._cluster)
         except zlib.error as exc:
