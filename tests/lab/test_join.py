@@ -227,7 +227,23 @@ def in_mover(host: Host, command: str) -> str:
 
 
 def written(host: Host) -> int:
-    return int(in_mover(host, "cat /tmp/last 2>/dev/null || echo 0"))
+    """The writer's last count. Its ``echo > /tmp/last`` empties the file before it
+    writes it, so an empty read is that moment, and is read again."""
+    for _ in range(20):
+        text = in_mover(host, "cat /tmp/last 2>/dev/null || echo 0").strip()
+        if text:
+            return int(text)
+        time.sleep(0.05)
+    raise AssertionError("/tmp/last stayed empty: the writer in the guest stopped")
+
+
+@pytest.fixture
+def no_mover_left(joined: Path) -> Iterator[None]:
+    """Whatever a migration test leaves (a failed one most of all) goes after it, so
+    that the next test starts on clean hosts."""
+    yield
+    hosts = [Host.open(A, state_dir=joined), Host.open(B, state_dir=joined)]
+    destroy_movers(hosts, "/root/mover.qcow2", "/root/taken.qcow2", "/root/cutmove.qcow2")
 
 
 def state_of(host: Host) -> str:
@@ -248,6 +264,7 @@ def until_written(host: Host, at_least: int) -> int:
 
 
 @pytest.mark.lab
+@pytest.mark.usefixtures("no_mover_left")
 def test_migrate_moves_a_guest_with_local_disks_and_loses_no_write(
     joined: Path, lab_image: LabImage
 ) -> None:
@@ -298,6 +315,7 @@ def move_a_writing_guest(ha: Host, hb: Host, lab_image: LabImage) -> None:
 
 
 @pytest.mark.lab
+@pytest.mark.usefixtures("no_mover_left")
 def test_migrate_refuses_to_overwrite_the_destination(joined: Path, lab_image: LabImage) -> None:
     ha, hb = Host.open(A, state_dir=joined), Host.open(B, state_dir=joined)
     hb.run("echo keep > /root/taken.qcow2", check=True)
@@ -315,6 +333,7 @@ def test_migrate_refuses_to_overwrite_the_destination(joined: Path, lab_image: L
 
 
 @pytest.mark.lab
+@pytest.mark.usefixtures("no_mover_left")
 def test_a_migration_cut_during_its_mirror_leaves_the_guest_here(
     joined: Path, lab_image: LabImage
 ) -> None:

@@ -199,7 +199,14 @@ class StorageMigration:
                 self._abandon(plan)
                 tail = migrate_done.stderr.strip().splitlines()[-4:]
                 here = self.dom0.domain(str(plan.domid)) is not None
-                if here:
+                state = self._state(plan.domid) if here else ""
+                if here and ("s" in state or "p" in state):
+                    hint = (
+                        f"the domain is still here but xl could not resume it (xl list state "
+                        f"{state}); its disks here are whole and nothing is left on {dest}: "
+                        f"xl destroy {plan.name}, then start it again from its config"
+                    )
+                elif here:
                     hint = f"the domain runs on here on its own disks; nothing is left on {dest}"
                 elif self._triple_faulted(plan.domid):
                     hint = (
@@ -229,6 +236,13 @@ class StorageMigration:
             "left_here": [d.path for d in plan.disks],
             "snapshots_left_here": snapshots,
         }
+
+    def _state(self, domid: int) -> str:
+        """xl's state letters for ``domid`` ("r-----", "---s--"), "" if it cannot say."""
+        listed = self.dom0.run(["xl", "list", str(domid)], timeout=60, check=False)
+        rows = listed.stdout.splitlines()[1:] if listed.returncode == 0 else []
+        fields = rows[0].split() if rows else []
+        return fields[4] if len(fields) >= 6 else ""
 
     def _triple_faulted(self, domid: int) -> bool:
         log = self.dom0.run(["xl", "dmesg"], timeout=60, check=False).stdout
