@@ -44,14 +44,19 @@ def clamp(host: Host, *args: str) -> dict[str, Any]:
 DISTURBED = 2
 
 
+#: The history fields that say why the idle of a period after a step is what it is.
+STEP_FIELDS = ("seq", "target", "idle", "budget", "limit", "feedforward", "bias",
+               "residual_pp", "exempt_busy", "caps", "busy", "held")  # fmt: skip
+
+
 def periods_at(
     host: Host, target: int, count: int, after: int = 0
-) -> tuple[list[dict[str, Any]], list[int]]:
+) -> tuple[list[dict[str, Any]], list[int], list[dict[str, Any]]]:
     """The daemon's history rows at ``target`` (after period ``after``), once there are
     ``count`` that no status call of this function disturbed. Asked for rarely: each
     ``clamp status`` is a process in dom0, load the clamp cannot hold (dom0 is exempt),
     so the ``DISTURBED`` periods after one are the benchmark's own doing and are left
-    out; their numbers are returned beside the rows."""
+    out; their numbers are returned beside the rows, and the whole history last."""
     deadline = time.monotonic() + count * 3 + 60
     wait = count + 2.0
     asked: list[int] = []
@@ -62,7 +67,7 @@ def periods_at(
         rows = [r for r in state.get("history", []) if r["target"] == target and r["seq"] > after]
         clean = [r for r in rows if not any(0 <= r["seq"] - s <= DISTURBED for s in asked)]
         if len(clean) >= count:
-            return clean, [r["seq"] for r in rows if r not in clean]
+            return clean, [r["seq"] for r in rows if r not in clean], state["history"]
         if time.monotonic() > deadline:
             raise RuntimeError(f"the clamp did not run {count} periods at {target}")
         wait = count - len(clean) + 2.0
@@ -113,7 +118,7 @@ def _measure(host: Host) -> dict[str, Any]:
     previous = 25
     for target in (40, 10):
         before = int(clamp(host, "set", str(target))["state"]["seq"])
-        rows, disturbed = periods_at(host, target, 13, after=before)
+        rows, disturbed, history = periods_at(host, target, 13, after=before)
         rows = rows[1:]
         idle = [float(r["idle"]) for r in rows]
         direction = 1 if target > previous else -1
@@ -124,6 +129,13 @@ def _measure(host: Host) -> dict[str, Any]:
             "settled_after_periods": None if settled is None else settled + 1,
             "overshoot_pp": round(max(0.0, max(direction * (x - target) for x in idle)), 2),
             "periods_left_out": disturbed,
+            # What the controller did around the step: the period before it, the one
+            # that brought the new target, and the four after.
+            "controller": [
+                {k: r.get(k) for k in STEP_FIELDS}
+                for r in history
+                if before - 1 <= r["seq"] <= before + 5
+            ],
         }
         previous = target
     at10 = clamp(host, "measure", "--seconds", "10", "--after", "3")
