@@ -86,6 +86,7 @@ def test_guest_configs(tmp_path: Path) -> None:
     assert 'type = "pv"' in pv and "console=hvc0" in pv and kit.dom0_kernel in pv
     hvm = guest_config(kit, "hvm", "g2", hold=True, bridge="xenbr0")
     assert "console=ttyS0" in hvm and "xenkit.hold" in hvm and "bridge=xenbr0" in hvm
+    assert 'tsc_mode = "native"' in hvm and "tsc_mode" not in pv
     with pytest.raises(UsageError):
         guest_config(kit, "bogus", "g3")  # type: ignore[arg-type]
 

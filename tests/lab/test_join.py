@@ -52,9 +52,9 @@ def joined(tmp_path_factory: pytest.TempPathFactory, lab_image: LabImage) -> Ite
         mp.setenv("XDG_STATE_HOME", str(home))
         try:
             rc, data = cli_json("lab", "up", A)
-            assert rc == 0, data
+            assert rc == 0, json.dumps(data)
             rc, data = cli_json("lab", "up", B, "--join", A)
-            assert rc == 0, data
+            assert rc == 0, json.dumps(data)
             assert data["network"]["name"] == A
             assert data["network"]["address"] == "192.0.2.2"
             assert data["network"]["reachable"] == {A: True}
@@ -157,10 +157,11 @@ SLOTS = (
 
 
 #: PVH guests run on the SVM that QEMU's TCG emulates for the lab's Xen, and now and
-#: then their vCPU triple-faults there, at boot or while suspending (Xen logs "dNv0
-#: Triple fault"), whatever xenkit does. A scenario that met one is run again, up to
-#: this many times in all; any other failure fails at once.
-PVH_ATTEMPTS = 3
+#: then their vCPU triple-faults there, at boot or during a live migration (Xen logs
+#: "dNv0 Triple fault"), whatever xenkit does: in the lab, 3 of 13 moves of a writing
+#: guest (docs/lab.md). A scenario that met one is run again, up to this many times
+#: in all; any other failure fails at once.
+PVH_ATTEMPTS = 4
 
 
 def triple_faulted(host: Host, domid: int) -> bool:
@@ -288,7 +289,7 @@ def move_a_writing_guest(ha: Host, hb: Host, lab_image: LabImage) -> None:
         # The attempt is rerun; nothing of it may be left on the destination.
         assert not hb.run("ls /root/mover.qcow2").ok and not hb.run("pgrep -x qemu-nbd").ok
         raise GuestTripleFaulted(str(data))
-    assert rc == 0, data
+    assert rc == 0, json.dumps(data)  # a str: pytest cuts a repr to 240 characters
     assert data["dest"] == B and data["left_here"] == ["/root/mover.qcow2"], data
     assert data["handover_seconds"] > 0
     assert "mover" not in {d.name for d in ha.xl.list()}
@@ -384,7 +385,7 @@ def test_a_member_returned_to_a_snapshot_is_back_on_the_network(joined: Path) ->
     """Loading a snapshot starts a new QEMU; the switch reconnects to it."""
     assert cli_json("lab", "snapshot", "save", "--lab", B, "net")[0] == 0
     rc, data = cli_json("lab", "snapshot", "load", "--lab", B, "net")
-    assert rc == 0, data
+    assert rc == 0, json.dumps(data)
     r = run_in(A, "busybox ping -c 2 -W 5 192.0.2.2")
     assert r["returncode"] == 0, r
     r = run_in(B, "sleep 1; echo slept")

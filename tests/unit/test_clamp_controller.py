@@ -341,6 +341,31 @@ def test_a_new_level_of_exempt_load_is_followed_by_the_third_period() -> None:
     assert all(abs(x - 25) <= 1.0 for x in idle[21:]), idle[19:]
 
 
+@pytest.mark.parametrize(
+    "burst",
+    [
+        # Extra dom0 load (% of one pCPU) in the periods before the new target is
+        # taken and in the one after, as the lab's two steps showed it
+        # (bench_clamp, 2026-12-02 05:47: 25 -> 40 and 40 -> 10).
+        {-1: 45.0, 0: 10.0},
+        {-2: 70.0, -1: 48.0, 0: 10.0},
+    ],
+)
+def test_the_set_commands_own_burst_does_not_push_a_step_over(burst: dict[int, float]) -> None:
+    """A new target comes from a command run in dom0; fed forward, its CPU held the
+    lab's idle 8-13 pp over the new target for two periods."""
+    steps = {16: 40.0, 32: 10.0}
+    load = {at + k: extra for at in steps for k, extra in burst.items()}
+    pool = Pool(saturating(), lag=0.08, dom0_load=lambda t: 3.0 + load.get(t, 0.0))
+    run(pool, 0, 3)
+    run(pool, 25, 12)
+    for target in steps.values():
+        pool.period(target)
+        after = run(pool, target, 15)[:12]  # the next step's burst is in the last three
+        assert max(abs(x - target) for x in after) <= 3.0, (target, after)
+        assert all(abs(x - target) <= 1.0 for x in after[2:]), (target, after)
+
+
 def test_fair_by_weight_times_vcpus() -> None:
     pool = Pool(saturating(), noise=0.3)
     run(pool, 25, 10)

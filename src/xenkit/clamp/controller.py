@@ -307,6 +307,7 @@ class Controller:
         self._bias = 0.0
         self._uncapped: float | None = None
         self._recent_uncapped: list[float] = []
+        self._command_tail = 0
         self._held: frozenset[int] = frozenset()
         self._doubted: set[int] = set()
         #: The target (fraction) in force since the last update.
@@ -363,7 +364,8 @@ class Controller:
         # What no cap holds (exempt domains, Xen, domains that just left), measured: the
         # budget that meets the target against it is the feed-forward.
         measured = pool * (1.0 - sample.idle) - used - departed
-        uncapped = self._expect_uncapped(measured)
+        retarget = self._target is not None and goal != self._target
+        uncapped = self._expect_uncapped(measured, retarget)
         feedforward = pool * (1.0 - goal) - uncapped
         # The residual: the idle error (against the target in force while it was
         # measured) less what the change of the uncapped load explains (the
@@ -433,16 +435,30 @@ class Controller:
         self._held = frozenset(steady)
         return self._held
 
-    def _expect_uncapped(self, measured: float) -> float:
+    def _expect_uncapped(self, measured: float, retarget: bool) -> float:
         """What the load no cap holds will be next period: the mean of the last two.
         Answering each of its bursts (a command run in dom0, a backend's burst of I/O)
         a period late, as the last period's value alone would, doubles a load that
         comes and goes every other period; a longer mean holds the per-period idle a
         little closer but the 10 s mean further off (the fluid model's bursts, in
-        the unit tests), and follows a new level more slowly."""
+        the unit tests), and follows a new level more slowly.
+
+        A new target comes from a command run in dom0 (``clamp set``, a thermal
+        tool), whose own CPU falls in the periods around it: in the lab, 50-75 % of
+        a pCPU in the one or two periods before, and 10 % in the one after, as it
+        waits to see its target taken. That is not load the domains compete with,
+        and fed forward it held the idle 8-13 pp over a new target for two periods.
+        So at a new target the estimate falls back to the lowest of the recent
+        periods, and the period after it is left out too."""
         recent = self._recent_uncapped
-        recent.append(measured)
-        del recent[: -self.tuning.uncapped_periods]
+        if retarget and recent:
+            recent[:] = [min(recent)]
+            self._command_tail = 1
+        elif self._command_tail and recent:
+            self._command_tail -= 1
+        else:
+            recent.append(measured)
+            del recent[: -self.tuning.uncapped_periods]
         return sum(recent) / len(recent)
 
 

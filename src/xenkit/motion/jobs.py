@@ -359,8 +359,9 @@ def _qcow2_member(stream: BinaryIO, name: str) -> DiskReader:
     from xenkit.motion.disk.qemu import Qcow2Header, Qcow2Reader
 
     stream.seek(0)
-    if Qcow2Header.unpack(stream.read(512), name).plain:
-        return Qcow2Reader(stream, name=name)
+    header = Qcow2Header.unpack(stream.read(512), name)
+    if header.plain:
+        return Qcow2Reader(stream, name=name, header=header)
     return Qcow2FromStream(stream)
 
 

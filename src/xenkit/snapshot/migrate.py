@@ -210,7 +210,7 @@ class StorageMigration:
                     hint = f"the domain runs on here on its own disks; nothing is left on {dest}"
                 elif self._triple_faulted(plan.domid):
                     hint = (
-                        "the guest itself crashed while it was suspending (xl dmesg: "
+                        "the guest itself crashed during the move (xl dmesg: "
                         f"d{plan.domid}v0 Triple fault); nothing is left on {dest}"
                     )
                 else:

@@ -117,6 +117,17 @@ def table_bytes(table: array[int], order: ByteOrder) -> bytes:
     return table.tobytes()
 
 
+def read_at(f: BinaryIO, offset: int, length: int) -> bytes:
+    """Up to ``length`` bytes at ``offset`` of a file object, fewer only at its end,
+    as ``os.pread`` gives them: a tar member's window, say, may return short reads
+    before its end."""
+    f.seek(offset)
+    data = f.read(length)
+    while len(data) < length and (more := f.read(length - len(data))):
+        data += more
+    return data
+
+
 class CorruptImage(UsageError):
     """An image's own structures contradict themselves or the format: a bad magic,
     a checksum that does not match, a table pointing past the end of the file."""

@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import BinaryIO
 
 from xenkit.core.errors import MissingTool, OperationFailed, UsageError
-from xenkit.motion.disk.base import CHUNK, ClosedOnExit, CorruptImage, Extent, table_from
+from xenkit.motion.disk.base import (
+    CHUNK,
+    ClosedOnExit,
+    CorruptImage,
+    Extent,
+    read_at,
+    table_from,
+)
 from xenkit.motion.disk.raw import merged, table_extents
 
 NBDMAGIC = 0x4E42444D41474943
@@ -591,9 +598,16 @@ class Qcow2Reader:
     header says it can (``Qcow2Header.plain``), qemu-nbd otherwise.
 
     ``image`` is a path or a seekable file object, such as a member of a tar
-    (an OVA) read where it is, with no copy; ``name`` names it in errors."""
+    (an OVA) read where it is, with no copy; ``name`` names it in errors. A caller
+    that read the ``header`` already to choose this reader passes it on."""
 
-    def __init__(self, image: str | Path | BinaryIO, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        image: str | Path | BinaryIO,
+        *,
+        name: str | None = None,
+        header: Qcow2Header | None = None,
+    ) -> None:
         self._file: BinaryIO | None = None
         self._fd = -1
         self._l2: dict[int, array[int]] = {}
@@ -612,7 +626,7 @@ class Qcow2Reader:
                 self._length = os.fstat(self._fd).st_size
             else:
                 self._length = self._file.seek(0, os.SEEK_END)
-            self.header = Qcow2Header.unpack(self._read_at(0, 512), path)
+            self.header = header or Qcow2Header.unpack(self._read_at(0, 512), path)
             if self.header.incompatible & QCOW2_CORRUPT:
                 raise CorruptImage(
                     f"{path}: the qcow2 image is marked corrupt",
@@ -639,11 +653,7 @@ class Qcow2Reader:
         """Up to ``length`` bytes at ``offset`` (fewer at the end), as ``pread``."""
         if self._file is None:
             return os.pread(self._fd, length, offset)
-        self._file.seek(offset)
-        data = self._file.read(length)
-        while len(data) < length and (more := self._file.read(length - len(data))):
-            data += more
-        return data
+        return read_at(self._file, offset, length)
 
     def _table(self, offset: int, entries: int) -> array[int]:
         return table_from(self._read_at(offset, entries * 8), "Q", "big")
@@ -767,4 +777,4 @@ def open_qcow2(path: str | Path) -> Qcow2Reader | QemuReader:
             header = Qcow2Header.unpack(f.read(512), str(path))
     except FileNotFoundError as exc:
         raise UsageError(f"{path} does not exist", hint="check the image's path") from exc
-    return Qcow2Reader(path) if header.plain else QemuReader(path, "qcow2")
+    return Qcow2Reader(path, header=header) if header.plain else QemuReader(path, "qcow2")

@@ -40,6 +40,7 @@ from xenkit.motion.disk.base import (
     MiB,
     forward,
     is_zero,
+    read_at,
     table_bytes,
     table_from,
 )
@@ -234,17 +235,13 @@ class _File:
         self.length = f.seek(0, os.SEEK_END)
 
     def pread(self, offset: int, length: int) -> bytes:
-        self.f.seek(offset)
-        data = self.f.read(length)
-        while len(data) < length:
-            more = self.f.read(length - len(data))
-            if not more:
-                raise CorruptImage(
-                    f"{self.name} ends at byte {offset + len(data)}, inside data it says "
-                    f"is at {offset}..{offset + length}",
-                    hint="the image was cut short; copy it again from its source",
-                )
-            data += more
+        data = read_at(self.f, offset, length)
+        if len(data) < length:
+            raise CorruptImage(
+                f"{self.name} ends at byte {offset + len(data)}, inside data it says "
+                f"is at {offset}..{offset + length}",
+                hint="the image was cut short; copy it again from its source",
+            )
         return data
 
 
