@@ -219,7 +219,7 @@ def mover_with_a_local_disk(host: Host, image: LabImage, path: str, size: str = 
             host.run("xl destroy mover 2>/dev/null; true")
 
 
-def guest_crashed_in_suspend(data: dict[str, Any]) -> bool:
+def guest_crashed(data: dict[str, Any]) -> bool:
     return "Triple fault" in str(data.get("error", {}).get("hint", ""))
 
 
@@ -285,7 +285,7 @@ def move_a_writing_guest(ha: Host, hb: Host, lab_image: LabImage) -> None:
     in_mover(ha, f"setsid sh -c {shlex.quote(WRITER)} >/dev/null 2>&1 &")
     until_written(ha, 20)
     rc, data = cli_json("migrate", "--host", f"lab:{A}", "mover", B)
-    if rc != 0 and guest_crashed_in_suspend(data):
+    if rc != 0 and guest_crashed(data):
         # The attempt is rerun; nothing of it may be left on the destination.
         assert not hb.run("ls /root/mover.qcow2").ok and not hb.run("pgrep -x qemu-nbd").ok
         raise GuestTripleFaulted(str(data))

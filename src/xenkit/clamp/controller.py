@@ -364,7 +364,14 @@ class Controller:
         # What no cap holds (exempt domains, Xen, domains that just left), measured: the
         # budget that meets the target against it is the feed-forward.
         measured = pool * (1.0 - sample.idle) - used - departed
-        retarget = self._target is not None and goal != self._target
+        if self.budget is None and not self._recent_uncapped:
+            # The first period measured after a start holds the command that started
+            # the clamp (and, in dom0, the daemon's own start): one more period is
+            # measured before the first caps, and the lower of the two is taken.
+            self._recent_uncapped.append(measured)
+            self._remember(domains)
+            return Decision({d.domid: None for d in domains}, "measuring")
+        retarget = self.budget is None or (self._target is not None and goal != self._target)
         uncapped = self._expect_uncapped(measured, retarget)
         feedforward = pool * (1.0 - goal) - uncapped
         # The residual: the idle error (against the target in force while it was
@@ -451,7 +458,9 @@ class Controller:
         So at a new target the estimate falls back to the lowest of the recent
         periods, and the period after it is left out too."""
         recent = self._recent_uncapped
-        if retarget and recent:
+        if retarget and recent and self.budget is None:
+            recent[:] = [min(*recent, measured)]
+        elif retarget and recent:
             recent[:] = [min(recent)]
             self._command_tail = 1
         elif self._command_tail and recent:
@@ -518,7 +527,7 @@ def explain(s: Situation) -> list[Reason]:
         exempt = f" ({', '.join(sorted(s.exempt_busy))} exempt)" if s.exempt_busy else ""
         return [Reason("no-domains", f"no domains to cap in cpupool {s.pool}{exempt}")]
     if d.limit == "measuring" or s.idle_1s is None:
-        return [Reason("measuring", "measuring the first period before capping")]
+        return [Reason("measuring", "measuring the first two periods before capping")]
     reasons: list[Reason] = []
     off_by = s.idle_1s - s.target
     if s.since_change <= 3 and abs(off_by) > s.tolerance_pp:
