@@ -371,8 +371,9 @@ class Controller:
             self._recent_uncapped.append(measured)
             self._remember(domains)
             return Decision({d.domid: None for d in domains}, "measuring")
-        retarget = self.budget is None or (self._target is not None and goal != self._target)
-        uncapped = self._expect_uncapped(measured, retarget)
+        starting = self.budget is None
+        retarget = not starting and goal != self._target
+        uncapped = self._expect_uncapped(measured, starting=starting, retarget=retarget)
         feedforward = pool * (1.0 - goal) - uncapped
         # The residual: the idle error (against the target in force while it was
         # measured) less what the change of the uncapped load explains (the
@@ -442,7 +443,7 @@ class Controller:
         self._held = frozenset(steady)
         return self._held
 
-    def _expect_uncapped(self, measured: float, retarget: bool) -> float:
+    def _expect_uncapped(self, measured: float, *, starting: bool, retarget: bool) -> float:
         """What the load no cap holds will be next period: the mean of the last two.
         Answering each of its bursts (a command run in dom0, a backend's burst of I/O)
         a period late, as the last period's value alone would, doubles a load that
@@ -456,14 +457,15 @@ class Controller:
         waits to see its target taken. That is not load the domains compete with,
         and fed forward it held the idle 8-13 pp over a new target for two periods.
         So at a new target the estimate falls back to the lowest of the recent
-        periods, and the period after it is left out too."""
+        periods, and the period after it is left out too. At a start (the first
+        caps) it is the lower of the two periods measured before them."""
         recent = self._recent_uncapped
-        if retarget and recent and self.budget is None:
+        if starting:
             recent[:] = [min(*recent, measured)]
-        elif retarget and recent:
+        elif retarget:
             recent[:] = [min(recent)]
             self._command_tail = 1
-        elif self._command_tail and recent:
+        elif self._command_tail:
             self._command_tail -= 1
         else:
             recent.append(measured)
