@@ -4,8 +4,9 @@
 VENV := .venv/bin
 APT_BASE := make git ca-certificates
 APT_LAB := qemu-system-x86 qemu-utils mmdebstrap e2fsprogs openssh-client
-# virt-v2v: an independent reader of the OVAs xenkit writes (tests/unit/test_motion_virt_v2v.py)
-APT_TEST := virt-v2v
+# virt-v2v: an independent reader of the OVAs xenkit writes (tests/unit/test_motion_virt_v2v.py);
+# thermald: drives the clamp's cooling device (tests/unit/test_clamp_thermald.py)
+APT_TEST := virt-v2v thermald
 
 .PHONY: setup demo test unit lint fmt bench lock clean
 

@@ -24,13 +24,13 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from benchmarks import XENKIT
 from xenkit.cli import lab_cmds
 from xenkit.cli.main import main
 from xenkit.lab import BootOptions, LabImage, Machine, build_image, scripts
@@ -38,9 +38,6 @@ from xenkit.lab import BootOptions, LabImage, Machine, build_image, scripts
 ROUNDS = 3
 EXEC_CALLS = 40
 LAB = "bench"
-_SCRIPT = Path(sys.executable).with_name("xenkit")
-#: The installed command, as a user runs it.
-XENKIT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "xenkit.cli.main"]
 
 
 def cli(env: dict[str, str], *args: str) -> tuple[float, dict[str, Any]]:

@@ -200,6 +200,58 @@ def test_the_cooling_device_and_the_cli(
     assert host.run(f"test -e {dev}").returncode == 1
 
 
+def wait_for_target(host: Host, target: int, timeout: float = 90.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = clamp(host, "status")
+        if state.get("target") == target:
+            return state
+        assert time.monotonic() < deadline, state
+        time.sleep(2)
+
+
+def test_thermald_in_dom0_drives_the_clamp(
+    host: Host,
+    lab_image: LabImage,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Debian's thermald, with the config ``xenkit clamp thermald-conf`` writes, clamps
+    when its sensor reads hot and stops when it cools (a file stands for the sensor:
+    the lab has no thermal zones)."""
+    from xenkit.cli.main import main
+
+    spinning_guest(host, lab_image, "hot", vcpus=2, weight=256)
+    monkeypatch.setattr(Host, "open", lambda *a, **k: host)
+    assert main(["clamp", "set", "10", "--json"]) == 0
+    capsys.readouterr()
+    sensor, conf, log = "/run/xenkit/temp", "/run/xenkit/thermal-conf.xml", "/run/thermald.log"
+    host.run(f"echo 45000 > {sensor}", check=True)
+    argv = ["clamp", "thermald-conf", "--sensor", sensor, "--trip", "60", "--step", "10"]
+    assert main([*argv, "--max-state", "30", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["device"] == "/run/xenkit/clamp/cooling_device0" and data["max_state"] == 30
+    host.run(f"cat > {conf}", input=data["conf"], check=True)
+    started = host.run(
+        f"setsid stdbuf -oL thermald --no-daemon --loglevel=debug "
+        f"--config-file {conf} --poll-interval 1 > {log} 2>&1 < /dev/null & echo $!",
+        check=True,
+    )
+    pid = int(started.stdout.split()[-1])
+    try:
+        host.run(f"echo 75000 > {sensor}", check=True)  # over the trip: up to 30 % idle
+        state = wait_for_target(host, 30)
+        assert state["phase"] != "off" and host.xl.sched_credit_get("hot").cap > 0, state
+        host.run(f"echo 40000 > {sensor}", check=True)  # cooled: thermald sets 0
+        state = wait_for_target(host, 0)
+        assert state["phase"] == "off", state
+        assert host.xl.sched_credit_get("hot").cap == 0
+    finally:
+        host.run(f"kill {pid}")
+    said = host.run(f"grep -c 'cdev:[0-9]*(xen_powerclamp), curr_state:1[0-9][0-9]' {log}")
+    assert int(said.stdout.strip() or 0) >= 2, host.run(f"tail -40 {log}").stdout
+
+
 def pool_id(host: Host, name: str) -> int:
     for entry in host.run("xenstore-list /local/pool", check=True).stdout.split():
         if host.run(["xenstore-read", f"/local/pool/{entry}/name"]).stdout.strip() == name:

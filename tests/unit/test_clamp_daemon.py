@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -468,18 +469,33 @@ def test_one_daemon_per_host(paths: ClampPaths) -> None:
     first.finish()
 
 
-def test_the_cooling_device_drives_and_reads_back_the_target(paths: ClampPaths) -> None:
+def write_over(path: Path, text: str) -> None:
+    """As thermald writes a state: ``open(O_WRONLY)`` and ``write``, no truncation."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def started_at_0(paths: ClampPaths) -> tuple[Clock, FakeXen, Daemon]:
+    """A daemon with its cooling device, not clamping yet (as systemd's unit starts it)."""
     clock = Clock()
     xen = FakeXen(guests(), clock=clock)
     d = daemon(xen, paths, clock, target=0)
     d.start()
+    return clock, xen, d
+
+
+def test_the_cooling_device_drives_and_reads_back_the_target(paths: ClampPaths) -> None:
+    clock, xen, d = started_at_0(paths)
     dev = paths.cooling
     assert (dev / "type").read_text() == "xen_powerclamp\n"
     assert (dev / "max_state").read_text() == "100\n"
     assert (dev / "cur_state").read_text() == "0\n"
     periods(d, clock, 2)
     assert xen.writes == []  # target 0: not clamping
-    (dev / "cur_state").write_text("30\n")  # what thermald or tmon does
+    (dev / "cur_state").write_text("30\n")  # what tmon or a shell does
     state = periods(d, clock, 8)
     assert state["target"] == 30 and (dev / "cur_state").read_text() == "30\n"
     assert abs(float(state["idle_1s"]) - 30) <= 1.5  # type: ignore[arg-type]
@@ -495,6 +511,27 @@ def test_the_cooling_device_drives_and_reads_back_the_target(paths: ClampPaths) 
     assert dev.exists()
     d.finish()
     assert not dev.exists()
+
+
+def test_thermalds_writes_that_do_not_truncate_are_read_as_written(paths: ClampPaths) -> None:
+    """thermald's writes (``thermald_state``, the target plus 100): twice in a row,
+    a step and its reset, between two periods. Over a plain ``cur_state`` its
+    ``"15"`` then ``"0"`` read as 5."""
+    clock, _, d = started_at_0(paths)
+    dev = paths.cooling
+    assert (dev / "thermald_state").read_text() == "100\n"
+    for writes, target in ((["105"], 5), (["115", "130"], 30), (["115", "100"], 0), (["199"], 50)):
+        for text in writes:
+            write_over(dev / "thermald_state", text)
+        assert periods(d, clock, 1)["target"] == target
+        assert (dev / "thermald_state").read_text() == f"{100 + target}\n"
+        assert (dev / "cur_state").read_text() == f"{target}\n"
+    write_over(dev / "thermald_state", "042")  # under 100: refused, as sysfs would
+    assert periods(d, clock, 1)["target"] == 50
+    (dev / "cur_state").write_text("20\n")  # the other file, the later write: it wins
+    assert periods(d, clock, 1)["target"] == 20
+    assert (dev / "thermald_state").read_text() == "120\n"
+    d.finish()
 
 
 def test_the_control_file_is_for_this_daemon_only(paths: ClampPaths) -> None:
@@ -713,14 +750,25 @@ class AnsweringHost:
     def __init__(self, state: dict[str, object]) -> None:
         self.state = state
         self.calls: list[list[str]] = []
+        #: How many of the state's periods have passed when ``watch`` starts.
+        self.history: list[object] = list(state["history"])  # type: ignore[call-overload]
+        self.passed = len(self.history)
 
     def run_dom0_json(self, args: list[str], *, timeout: float = 60.0) -> object:
         self.calls.append(list(args))
         if args[:2] == ["clamp", "status"]:
-            return {**self.state, "running": True}
+            return {**self.state, "history": self.history[: self.passed], "running": True}
         if args[:2] == ["clamp", "set"]:
             return {"started": True, "pid": 4242, "target": int(args[2]), "state": {}}
         return {"error": {"kind": "UsageError", "message": "no", "hint": None}, "exit_code": 2}
+
+    def follow_dom0(self, args: list[str]) -> Iterator[str]:
+        """dom0's ``clamp watch --json``: the latest period, then those to come."""
+        self.calls.append(list(args))
+        assert args[:3] == ["clamp", "watch", "--json"]
+        count = int(args[args.index("--count") + 1]) if "--count" in args else None
+        for row in self.history[self.passed - 1 :][:count]:
+            yield json.dumps(row)
 
 
 def test_the_cli_renders_status_and_watch_and_checks_targets(
@@ -742,9 +790,12 @@ def test_the_cli_renders_status_and_watch_and_checks_targets(
     out = capsys.readouterr().out
     assert "clamp: clamping, target 25% idle" in out and "cpupool 0 (credit, 2 pCPUs)" in out
     assert "Name" in out and "Domain-0" in out and "exempt" in out
-    assert main(["clamp", "watch", "--count", "3"]) == 0
+    host.passed = len(host.history) - 2  # two periods to come
+    assert main(["clamp", "watch", "--count", "3"]) == 0  # from now on, as vmstat
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and lines[0].split()[:2] == ["Time", "Target"]
+    names = {str(d["domid"]): d["name"] for d in state["domains"]}  # type: ignore[attr-defined]
+    assert lines[1:] == [watch_line(r, names) for r in state["history"][-3:]]  # type: ignore[index]
     assert main(["clamp", "set", "30", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["started"]
     assert host.calls[-1] == ["clamp", "set", "30"]

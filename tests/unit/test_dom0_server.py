@@ -31,6 +31,12 @@ def command(argv: Sequence[str]) -> int:
         sys.exit(int(rest[0]))
     if verb == "raise":
         raise RuntimeError("boom")
+    if verb == "tick":  # a line, then another once the file exists
+        print("tick 0", flush=True)
+        while not Path(rest[0]).exists():
+            time.sleep(0.01)
+        print("tick 1", flush=True)
+        return 0
     if verb == "sleep":
         time.sleep(float(rest[0]))
         Path(rest[1]).write_text("finished")
@@ -88,6 +94,20 @@ def test_calls_run_side_by_side(sock: str, tmp_path: Path) -> None:
         while slow.recv(65536):
             pass
     assert (tmp_path / "slow").read_text() == "finished"
+
+
+def test_a_stream_call_gets_each_line_as_it_is_written(sock: str, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(sock)
+        request = {"argv": ["tick", str(go)], "input": 0, "stream": True}
+        s.sendall(json.dumps(request).encode() + b"\n")
+        reader = s.makefile("rb")
+        assert reader.readline() == server.MAGIC
+        assert reader.readline() == b"tick 0\n"  # while the command still runs
+        go.touch()
+        assert reader.read() == b"tick 1\n"  # and no frames after it
 
 
 def test_a_caller_that_goes_away_takes_its_command_along(sock: str, tmp_path: Path) -> None:

@@ -307,7 +307,8 @@ class Controller:
         self._bias = 0.0
         self._uncapped: float | None = None
         self._recent_uncapped: list[float] = []
-        self._command_tail = 0
+        #: The period after a new target's, left out of the uncapped load.
+        self._after_retarget = False
         self._held: frozenset[int] = frozenset()
         self._doubted: set[int] = set()
         #: The target (fraction) in force since the last update.
@@ -364,16 +365,10 @@ class Controller:
         # What no cap holds (exempt domains, Xen, domains that just left), measured: the
         # budget that meets the target against it is the feed-forward.
         measured = pool * (1.0 - sample.idle) - used - departed
-        if self.budget is None and not self._recent_uncapped:
-            # The first period measured after a start holds the command that started
-            # the clamp (and, in dom0, the daemon's own start): one more period is
-            # measured before the first caps, and the lower of the two is taken.
-            self._recent_uncapped.append(measured)
+        uncapped = self._expect_uncapped(measured, goal)
+        if uncapped is None:
             self._remember(domains)
             return Decision({d.domid: None for d in domains}, "measuring")
-        starting = self.budget is None
-        retarget = not starting and goal != self._target
-        uncapped = self._expect_uncapped(measured, starting=starting, retarget=retarget)
         feedforward = pool * (1.0 - goal) - uncapped
         # The residual: the idle error (against the target in force while it was
         # measured) less what the change of the uncapped load explains (the
@@ -443,7 +438,7 @@ class Controller:
         self._held = frozenset(steady)
         return self._held
 
-    def _expect_uncapped(self, measured: float, *, starting: bool, retarget: bool) -> float:
+    def _expect_uncapped(self, measured: float, goal: float) -> float | None:
         """What the load no cap holds will be next period: the mean of the last two.
         Answering each of its bursts (a command run in dom0, a backend's burst of I/O)
         a period late, as the last period's value alone would, doubles a load that
@@ -457,16 +452,23 @@ class Controller:
         waits to see its target taken. That is not load the domains compete with,
         and fed forward it held the idle 8-13 pp over a new target for two periods.
         So at a new target the estimate falls back to the lowest of the recent
-        periods, and the period after it is left out too. At a start (the first
-        caps) it is the lower of the two periods measured before them."""
+        periods, and the period after it is left out too.
+
+        A start has the same: the first period measured holds the command that
+        started the clamp (and, in dom0, the daemon's own start). So there is no
+        estimate (``None``: measure again) until a second period is measured, and
+        the first caps take the lower of the two."""
         recent = self._recent_uncapped
-        if starting:
+        if self.budget is None:
+            if not recent:
+                recent.append(measured)
+                return None
             recent[:] = [min(*recent, measured)]
-        elif retarget:
+        elif goal != self._target:
             recent[:] = [min(recent)]
-            self._command_tail = 1
-        elif self._command_tail:
-            self._command_tail -= 1
+            self._after_retarget = True
+        elif self._after_retarget:
+            self._after_retarget = False
         else:
             recent.append(measured)
             del recent[: -self.tuning.uncapped_periods]

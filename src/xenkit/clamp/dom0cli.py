@@ -3,9 +3,10 @@
 ``run`` is the daemon itself (foreground: systemd's ``ExecStart``, or what
 ``set`` starts detached). The others print one JSON document (the control
 side's ``xenkit clamp`` renders it), except ``watch``, which prints a line per
-period, and ``systemd-unit``; an error is ``{"error": {...}, "exit_code": N}``
-with the exit code of its kind. The renderers here (:func:`status_lines`,
-:func:`watch_line`) are shared with the control side, so both print the same.
+period, and ``systemd-unit`` and ``thermald-conf`` without ``--json``. An error is
+``{"error": {...}, "exit_code": N}`` with the exit code of its kind. The renderers
+here (:func:`status_lines`, :func:`watch_line`) are shared with the control side,
+so both print the same.
 
 Standard library only: this runs on the Xen host.
 """
@@ -94,6 +95,15 @@ def add_parser(sub: Any) -> None:
     _common(m)
     unit = ops.add_parser("systemd-unit", help=f"print {UNIT_NAME}")
     unit.add_argument("--json", action="store_true")
+    conf = ops.add_parser("thermald-conf", help="print a thermal-conf.xml that drives the clamp")
+    conf.add_argument("--sensor", type=Path, required=True, help="a file of millidegrees C")
+    conf.add_argument("--trip", type=float, default=85.0, help="clamp above this, C (85)")
+    conf.add_argument("--step", type=int, default=5, help="% idle per step (5)")
+    conf.add_argument(
+        "--max-state", type=int, default=None, help="highest target (the running clamp's max_idle)"
+    )
+    conf.add_argument("--json", action="store_true")
+    _common(conf)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -107,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps({"unit": text, "name": UNIT_NAME}) if args.json else text, end="")
             if args.json:
                 print()
+            return 0
+        if args.op == "thermald-conf":
+            data = thermald_conf(args)
+            print(json.dumps(data) if args.json else data["conf"], end="\n" if args.json else "")
             return 0
         if args.op == "status" and args.text:
             from xenkit.clamp.daemon import status
@@ -317,7 +331,7 @@ def _watch(args: argparse.Namespace) -> int:
     from xenkit.clamp.journal import read_json
 
     paths = _paths(args)
-    last = -1
+    last: int | None = None
     printed = 0
     if not args.json:
         print(watch_header(), flush=True)
@@ -329,6 +343,7 @@ def _watch(args: argparse.Namespace) -> int:
             return 0
         rows = state.get("history", []) if isinstance(state, dict) else []
         names = {str(d["domid"]): d["name"] for d in (state or {}).get("domains", [])}
+        last = _follow_from(rows, last)
         for row in rows:
             if row["seq"] <= last:
                 continue
@@ -343,6 +358,14 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _follow_from(rows: list[dict[str, Any]], last: int | None) -> int:
+    """The seq after which ``watch`` prints: at first, the period before the latest,
+    so that it starts now (as vmstat does), not with the 120 periods kept."""
+    if last is not None:
+        return last
+    return int(rows[-1]["seq"]) - 1 if rows else -1
+
+
 def systemd_unit() -> str:
     import pkgutil
 
@@ -350,6 +373,43 @@ def systemd_unit() -> str:
     if data is None:
         raise UsageError(f"{UNIT_NAME} is missing from this build")
     return data.decode()
+
+
+def thermald_conf(args: argparse.Namespace) -> dict[str, Any]:
+    """The config, once its sensor is known to read: thermald drops a sensor it
+    cannot read without a word, and then never clamps."""
+    from xenkit.clamp.controller import DEFAULT_MAX_IDLE, MAX_IDLE_LIMIT
+    from xenkit.clamp.cooling import thermald_conf as conf
+
+    sensor: Path = args.sensor
+    where = "a thermal zone's temp (/sys/class/thermal/thermal_zoneN/temp), hwmon's temp1_input,"
+    hint = f"give {where} or a file a script keeps up to date (millidegrees C, as 85000)"
+    try:
+        int(sensor.read_text().strip())
+    except OSError as exc:
+        raise UsageError(f"cannot read the sensor {sensor}: {exc.strerror}", hint=hint) from exc
+    except ValueError as exc:
+        raise UsageError(f"{sensor} does not hold a temperature", hint=hint) from exc
+    paths = _paths(args)
+    max_state = args.max_state
+    if max_state is None:
+        from xenkit.clamp.daemon import running_pid
+        from xenkit.clamp.journal import read_json
+
+        state = read_json(paths.state) if running_pid(paths) is not None else None
+        running = state.get("max_idle") if isinstance(state, dict) else None
+        max_state = int(running) if running is not None else DEFAULT_MAX_IDLE
+    if not 1 <= max_state <= MAX_IDLE_LIMIT:
+        raise UsageError(
+            f"--max-state {max_state} is out of range", hint=f"give 1-{MAX_IDLE_LIMIT} (% idle)"
+        )
+    if not 1 <= args.step <= max_state:
+        raise UsageError(f"--step {args.step} is out of range", hint=f"give 1-{max_state}")
+    if not 0 < args.trip < 150:
+        raise UsageError(f"--trip {args.trip} C is not a temperature to clamp at", hint="0-150")
+    device = paths.cooling
+    text = conf(device, sensor, trip_c=args.trip, step=args.step, max_state=max_state)
+    return {"conf": text, "device": str(device), "sensor": str(sensor), "max_state": max_state}
 
 
 def _print_error(exc: XenkitError) -> int:

@@ -7,7 +7,6 @@ dom0 side prints (``xenkit.clamp.dom0cli``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,8 +16,8 @@ from rich.markup import escape
 
 from xenkit.clamp.controller import DEFAULT_MAX_IDLE, MAX_IDLE_LIMIT, check_target
 from xenkit.clamp.dom0cli import status_lines, watch_header, watch_line
-from xenkit.cli.lab_cmds import _Progress, json_option
-from xenkit.cli.output import Output
+from xenkit.cli.lab_cmds import _Progress
+from xenkit.cli.output import Output, json_option
 from xenkit.cli.snapshot_cmds import Dom0Error, host_option
 from xenkit.host.host import Host
 
@@ -142,31 +141,31 @@ def watch(out: Output, count: int, host_spec: str | None) -> None:
     import sys
 
     host = _open(out, host_spec)
-    last = -1
-    printed = 0
+    data = call_dom0(host, ["status"], timeout=30)
+    if not data.get("running"):
+        raise Dom0Error("the clamp is not running", "start it: xenkit clamp set PCT", 2)
+    names = _names(data)
     if not out.as_json:
         out.console.print(escape(watch_header()))
-    while count <= 0 or printed < count:
-        data = call_dom0(host, ["status"], timeout=30)
-        if not data.get("running"):
-            if printed == 0:
-                raise Dom0Error("the clamp is not running", "start it: xenkit clamp set PCT", 2)
-            return
-        names = {str(d["domid"]): d["name"] for d in data.get("domains", [])}
-        for row in data.get("history", []):
-            if row["seq"] <= last:
-                continue
-            last = row["seq"]
-            if out.as_json:
-                sys.stdout.write(json.dumps(row, sort_keys=True) + "\n")
-                sys.stdout.flush()
-            else:
-                out.console.print(escape(watch_line(row, names)))
-            printed += 1
-            if count and printed >= count:
-                return
-        period = float((data.get("settings") or {}).get("period", 1.0))
-        time.sleep(max(0.2, period * 0.8))
+    # One dom0 process follows the state file for the whole run: asking for
+    # ``status`` each period is load on the exempt dom0 the clamp has to answer.
+    argv = ["clamp", "watch", "--json", *(["--count", str(count)] if count > 0 else [])]
+    for line in host.follow_dom0(argv):
+        row = json.loads(line)
+        if "error" in row:  # it stopped between the status and the watch
+            err = row["error"]
+            raise Dom0Error(str(err["message"]), err.get("hint"), int(row.get("exit_code", 1)))
+        if not set(row.get("caps", {})) <= set(names):  # a domain came
+            names = _names(call_dom0(host, ["status"], timeout=30))
+        if out.as_json:
+            sys.stdout.write(json.dumps(row, sort_keys=True) + "\n")
+            sys.stdout.flush()
+        else:
+            out.console.print(escape(watch_line(row, names)))
+
+
+def _names(state: dict[str, Any]) -> dict[str, str]:
+    return {str(d["domid"]): d["name"] for d in state.get("domains", [])}
 
 
 @clamp.command("systemd-unit")
@@ -177,3 +176,21 @@ def systemd_unit(out: Output, host_spec: str | None) -> None:
     """Print the systemd unit that runs the controller in dom0 (see its comments)."""
     data = call_dom0(_open(out, host_spec), ["systemd-unit", "--json"], timeout=60)
     out.emit(data, lambda c: c.out(data["unit"], end="", highlight=False))
+
+
+@clamp.command("thermald-conf")
+@click.option("--sensor", required=True, help="In dom0: a file of millidegrees C (thermal, hwmon).")
+@click.option("--trip", type=float, default=85.0, show_default=True, help="Clamp above this, C.")
+@click.option("--step", type=int, default=5, show_default=True, help="% idle per step.")
+@click.option("--max-state", type=int, help="Highest target [default: the clamp's max_idle].")
+@host_option
+@json_option
+@click.pass_obj
+def thermald_conf(out: Output, sensor: str, trip: float, step: int, max_state: int | None,
+                  host_spec: str | None) -> None:  # fmt: skip
+    """Print a thermal-conf.xml with which thermald, in dom0, drives the clamp."""
+    argv = ["thermald-conf", "--json", "--sensor", sensor, "--trip", str(trip), "--step", str(step)]
+    if max_state is not None:
+        argv += ["--max-state", str(max_state)]
+    data = call_dom0(_open(out, host_spec), argv, timeout=60)
+    out.emit(data, lambda c: c.out(data["conf"], end="", highlight=False))

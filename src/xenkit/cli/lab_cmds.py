@@ -14,9 +14,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import click
 from rich.console import Console
@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.status import Status
 from rich.table import Table
 
-from xenkit.cli.output import Output
+from xenkit.cli.output import Output, json_option
 from xenkit.core.errors import OperationFailed, UsageError
 from xenkit.lab import network
 from xenkit.lab.console import ConsoleFault, ConsoleLog
@@ -39,8 +39,6 @@ from xenkit.lab.machine import (
 from xenkit.lab.paths import check_lab_name, state_root
 from xenkit.lab.ssh import RunResult, make_identity
 from xenkit.lab.tools import require
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 #: Labs already opened in this process, so repeated calls (tests, benchmarks, a
 #: session) reuse their SSH session and agent connection.
@@ -74,25 +72,6 @@ def existing(name: str) -> Machine:
         labs = ", ".join(x.name for x in list_labs()) or "none"
         raise UsageError(f"no lab named {name!r}", hint=f"labs here: {labs}; see xenkit lab list")
     return m
-
-
-def json_option(f: F) -> F:
-    """``--json`` on the command itself too (``xenkit lab list --json``)."""
-
-    def turn_on(ctx: click.Context, param: click.Parameter, value: bool) -> None:
-        del param
-        out = ctx.find_object(Output)
-        if value and out is not None:
-            out.as_json = True
-
-    return click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        expose_value=False,
-        callback=turn_on,
-        help="Machine-readable output (JSON on stdout).",
-    )(f)
 
 
 class _WithCommand(click.Command):

@@ -14,8 +14,8 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from xenkit.cli.lab_cmds import _Progress, json_option
-from xenkit.cli.output import Output
+from xenkit.cli.lab_cmds import _Progress
+from xenkit.cli.output import Output, json_option
 from xenkit.cli.snapshot_cmds import Dom0Error, host_option
 from xenkit.host.host import Host
 

@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from xenkit.cli.lab_cmds import _Progress, json_option
-from xenkit.cli.output import Output
+from xenkit.cli.lab_cmds import _Progress
+from xenkit.cli.output import Output, json_option
 from xenkit.core.errors import XenkitError
 from xenkit.host.host import Host
 

@@ -19,7 +19,7 @@ Commands:
 ``serve SOCKET [--idle S] [--detach]``
     the resident fork server (``xenkit.dom0.server``) that runs the commands
     above without starting Python again for each; ``Host.run_dom0`` uses it.
-``clamp run|set|off|status|watch|measure|systemd-unit ...``
+``clamp run|set|off|status|watch|measure|systemd-unit|thermald-conf ...``
     the host-wide idle floor (``xenkit.clamp``): ``set PCT`` starts (or
     retargets) the controller daemon, ``off`` stops it and gives every cap
     back; one JSON document out (``watch``: a line per period).

@@ -11,7 +11,9 @@ A call is one connection: a JSON line ``{"argv": [...], "input": N}`` and N byte
 stdin; the answer is :data:`MAGIC`, sent before the command starts (so a client that
 never saw it knows nothing ran), then JSON lines ``{"o": text}``, ``{"e": text}`` and
 last ``{"x": status}``: stdout, stderr (as UTF-8, like any command's output read over
-ssh) and the exit status. The server leaves after ``idle`` seconds
+ssh) and the exit status. A call with ``"stream": true`` (a command that runs
+until it is stopped, as ``clamp watch``) gets the command's stdout itself after
+:data:`MAGIC`, as it is written, and no frames. The server leaves after ``idle`` seconds
 without a call, and a new archive gets a new socket, so an old server never runs new
 code.
 """
@@ -133,6 +135,7 @@ def _call(conn: socket.socket, main: Callable[[Sequence[str]], int]) -> int:
         request = json.loads(reader.readline(1 << 20))
         argv = [str(a) for a in request["argv"]]
         size = int(request.get("input", 0))
+        stream = bool(request.get("stream", False))
     except (ValueError, KeyError, TypeError):
         return 2  # not a call (a probe of whether the server lives, or garbage)
     if not 0 <= size <= MAX_INPUT:
@@ -140,6 +143,9 @@ def _call(conn: socket.socket, main: Callable[[Sequence[str]], int]) -> int:
     data = reader.read(size)
     conn.sendall(MAGIC)
     files = [os.memfd_create(name) for name in ("stdin", "stdout", "stderr")]
+    if stream:
+        os.close(files[1])
+        files[1] = os.dup(conn.fileno())
     os.write(files[0], data)
     os.lseek(files[0], 0, os.SEEK_SET)
     sys.stdout.flush()
@@ -164,6 +170,9 @@ def _call(conn: socket.socket, main: Callable[[Sequence[str]], int]) -> int:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+    if stream:
+        conn.close()
+        return status
     for channel, fd in (("o", files[1]), ("e", files[2])):
         os.lseek(fd, 0, os.SEEK_SET)
         with os.fdopen(os.dup(fd), "rb") as f:

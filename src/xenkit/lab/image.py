@@ -52,6 +52,7 @@ DOM0_PACKAGES: tuple[str, ...] = (
     "socat",
     "lvm2",
     "thin-provisioning-tools",
+    "thermald",  # drives the clamp's cooling device (tests/lab/test_clamp.py)
 )
 HYPERVISOR_PACKAGE = "xen-hypervisor-4.17-amd64"
 #: Metapackages: apt tells which ``linux-image-6.1.0-NN-*`` they currently mean.

@@ -356,13 +356,12 @@ def _stream_reader(disk: DiskRef, stream: BinaryIO | None) -> DiskReader | None:
 def _qcow2_member(stream: BinaryIO, name: str) -> DiskReader:
     """A qcow2 member read where it is, when xenkit's own reader can read it (what
     xenkit and qemu-img write); else through qemu, from a scratch copy."""
-    from xenkit.motion.disk.qemu import Qcow2Header, Qcow2Reader
+    from xenkit.motion.disk.qemu import NeedsQemu, Qcow2Reader
 
-    stream.seek(0)
-    header = Qcow2Header.unpack(stream.read(512), name)
-    if header.plain:
-        return Qcow2Reader(stream, name=name, header=header)
-    return Qcow2FromStream(stream)
+    try:
+        return Qcow2Reader(stream, name=name)
+    except NeedsQemu:
+        return Qcow2FromStream(stream)
 
 
 class Qcow2FromStream:

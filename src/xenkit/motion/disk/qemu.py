@@ -591,23 +591,21 @@ class Qcow2Header:
         )
 
 
+class NeedsQemu(Exception):
+    """The qcow2 image uses what only qemu reads (a backing file, zstd, ...)."""
+
+
 class Qcow2Reader:
     """A qcow2 image read directly, the common case made fast: its data clusters
     are where its L2 tables say and are read with ``pread``, runs of adjacent
-    clusters at once, compressed ones inflated. ``open_qcow2`` uses it when the
-    header says it can (``Qcow2Header.plain``), qemu-nbd otherwise.
+    clusters at once, compressed ones inflated. An image whose header says it
+    cannot (``Qcow2Header.plain``) raises ``NeedsQemu``, and its caller reads it
+    through qemu instead (``open_qcow2``).
 
     ``image`` is a path or a seekable file object, such as a member of a tar
-    (an OVA) read where it is, with no copy; ``name`` names it in errors. A caller
-    that read the ``header`` already to choose this reader passes it on."""
+    (an OVA) read where it is, with no copy; ``name`` names it in errors."""
 
-    def __init__(
-        self,
-        image: str | Path | BinaryIO,
-        *,
-        name: str | None = None,
-        header: Qcow2Header | None = None,
-    ) -> None:
+    def __init__(self, image: str | Path | BinaryIO, *, name: str | None = None) -> None:
         self._file: BinaryIO | None = None
         self._fd = -1
         self._l2: dict[int, array[int]] = {}
@@ -626,7 +624,9 @@ class Qcow2Reader:
                 self._length = os.fstat(self._fd).st_size
             else:
                 self._length = self._file.seek(0, os.SEEK_END)
-            self.header = header or Qcow2Header.unpack(self._read_at(0, 512), path)
+            self.header = Qcow2Header.unpack(self._read_at(0, 512), path)
+            if not self.header.plain:
+                raise NeedsQemu(path)
             if self.header.incompatible & QCOW2_CORRUPT:
                 raise CorruptImage(
                     f"{path}: the qcow2 image is marked corrupt",
@@ -773,8 +773,6 @@ class Qcow2Reader:
 def open_qcow2(path: str | Path) -> Qcow2Reader | QemuReader:
     """The fastest reader that can read this qcow2 image."""
     try:
-        with Path(path).open("rb") as f:
-            header = Qcow2Header.unpack(f.read(512), str(path))
-    except FileNotFoundError as exc:
-        raise UsageError(f"{path} does not exist", hint="check the image's path") from exc
-    return Qcow2Reader(path, header=header) if header.plain else QemuReader(path, "qcow2")
+        return Qcow2Reader(path)
+    except NeedsQemu:
+        return QemuReader(path, "qcow2")
